@@ -1,0 +1,78 @@
+# Transformers from scratch: the single entry point. Every target sets up what it needs.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# nbgrader runs `alembic` from PATH, and notebooks run in the venv's kernel: put the venv first.
+export PATH := $(abspath $(BIN)):$(PATH)
+export PYTHONHASHSEED := 0
+export MPLBACKEND := Agg
+
+STAMP := $(VENV)/.installed
+MATHJAX := _static/mathjax/tex-chtml.js
+CONFIG ?= cpu
+
+.PHONY: help venv release book test test-fast check grade bench-grading data train lock clean
+
+help:
+	@echo "make venv           create .venv with the pinned requirements and the course package"
+	@echo "make release        regenerate notebooks/ (learner notebooks) from solutions/ with nbgrader"
+	@echo "make book           build the HTML book into _build/html"
+	@echo "make test           the project's test suite (includes a book build)"
+	@echo "make check NB=notebooks/04_attention.ipynb   grade one notebook with the hidden tests"
+	@echo "make grade CHAPTER=04_attention SUBMISSIONS=dir OUT=dir   grade a class"
+	@echo "make bench-grading  time class grading against plain serial nbgrader"
+	@echo "make data           build data/corpus.txt (chapter 7)"
+	@echo "make train CONFIG=cpu|gpu   train chapter 7's reference GPT"
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (course)" >/dev/null
+	touch $@
+
+lock: venv
+	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^torch==' | \
+	  (echo "# Fully pinned environment for the course (make venv installs exactly this)."; \
+	   echo "# Direct dependencies are listed in requirements.in; regenerate with 'make lock'."; \
+	   echo "torch==2.13.0"; cat) > requirements.txt
+
+release: venv
+	$(BIN)/python -m autograder release --all
+
+$(MATHJAX):
+	@# MathJax from the npm registry, served with the book so it works offline.
+	rm -rf _static/mathjax .mathjax-tmp && mkdir -p _static .mathjax-tmp
+	cd .mathjax-tmp && npm pack --silent mathjax@3.2.2 >/dev/null && tar xzf mathjax-3.2.2.tgz
+	mv .mathjax-tmp/package/es5 _static/mathjax && rm -rf .mathjax-tmp
+
+book: venv release $(MATHJAX)
+	$(BIN)/python -m autograder book-solutions
+	$(BIN)/jupyter-book build . --builder html -W --keep-going
+
+test: venv $(MATHJAX)
+	$(BIN)/python -m pytest -n 2 --dist loadgroup
+
+test-fast: venv
+	$(BIN)/python -m pytest -n 2 --dist loadgroup -m "not book and not browser"
+
+check: venv
+	$(BIN)/python -m autograder check $(NB)
+
+grade: venv
+	$(BIN)/python -m autograder grade $(CHAPTER) $(SUBMISSIONS) --out $(OUT)
+
+bench-grading: venv
+	$(BIN)/python benchmarks/grading.py
+
+data: venv
+	$(BIN)/python -m gpt.data
+
+train: data
+	$(BIN)/python -m gpt.train --config $(CONFIG)
+
+clean:
+	rm -rf _build book/_generated .grading

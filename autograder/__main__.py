@@ -1,0 +1,123 @@
+"""python -m autograder: the course's command line. See `python -m autograder --help`."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from pathlib import Path
+
+from .course import CourseError, chapter, chapters
+
+
+def _chapter_of(path: Path):
+    """The chapter a notebook belongs to, from its name (NN_name.ipynb, or NN_anything.ipynb)."""
+    stem = Path(path).stem
+    for ch in chapters():
+        if stem == ch.name or stem.startswith(ch.name):
+            return ch
+    if stem[:2].isdigit():
+        return chapter(stem[:2])
+    raise CourseError(f"can't tell the chapter of {path} from its name; pass it: --chapter 04_attention")
+
+
+def cmd_check(args) -> int:
+    from .grading import grade_one
+    from .report import print_table
+
+    notebook = Path(args.notebook)
+    if not notebook.is_file():
+        raise CourseError(f"{notebook}: no such notebook file. Give the path of your notebook, "
+                          "e.g. notebooks/04_attention.ipynb")
+    ch = chapter(args.chapter) if args.chapter else _chapter_of(notebook)
+    result, _ = grade_one(ch, notebook, time_limit=args.time_limit, memory=args.memory_mib * 2**20,
+                          sandbox=not args.no_sandbox)
+    if args.json:
+        print(json.dumps(result.to_json(), indent=2))
+    else:
+        print_table(result)
+    return 0
+
+
+def cmd_grade(args) -> int:
+    from .classroom import grade_class
+
+    summary = grade_class(chapter(args.chapter), Path(args.submissions), Path(args.out), jobs=args.jobs,
+                          time_limit=args.time_limit, memory=args.memory_mib * 2**20, sandbox=not args.no_sandbox,
+                          progress=not args.no_progress)
+    print(summary)
+    return 0
+
+
+def cmd_release(args) -> int:
+    from .release import instructor_course, release_notebook
+
+    selected = chapters() if args.all or not args.chapter else [chapter(args.chapter)]
+    if args.out:
+        out = instructor_course(selected, Path(args.out))
+        print(f"nbgrader course folder ready: {out} (source/, release/, gradebook.db, nbgrader_config.py)")
+    else:
+        for ch in selected:
+            print(f"released {release_notebook(ch)}")
+    return 0
+
+
+def cmd_book_solutions(args) -> int:
+    from .release import book_solution
+
+    for ch in chapters():
+        book_solution(ch)
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="python -m autograder", description="Grade and release the course notebooks.")
+    sub = top.add_subparsers(dest="command", required=True)
+
+    def limits(p):
+        p.add_argument("--time-limit", type=int, default=30, help="seconds per cell and per test call (default 30)")
+        p.add_argument("--memory-mib", type=int, default=2048, help="memory for the learner's kernel (default 2048)")
+        p.add_argument("--no-sandbox", action="store_true", help="run the kernel without the sandbox (debugging)")
+
+    check = sub.add_parser("check", help="grade one notebook with the hidden tests")
+    check.add_argument("notebook")
+    check.add_argument("--json", action="store_true", help="print a Gradescope-style results object")
+    check.add_argument("--chapter", help="the chapter, if the file name doesn't say (e.g. 04_attention)")
+    limits(check)
+    check.set_defaults(run=cmd_check)
+
+    grade = sub.add_parser("grade", help="grade a class: SUBMISSIONS/<student_id>/<notebook>.ipynb")
+    grade.add_argument("chapter")
+    grade.add_argument("submissions")
+    grade.add_argument("--out", required=True, help="folder for grades.csv, results.json and feedback")
+    grade.add_argument("--jobs", type=int, default=0, help="students graded at once (default: number of cores)")
+    grade.add_argument("--no-progress", action="store_true")
+    limits(grade)
+    grade.set_defaults(run=cmd_grade)
+
+    release = sub.add_parser("release", help="learner notebooks, or an nbgrader course folder for instructors")
+    release.add_argument("chapter", nargs="?")
+    release.add_argument("--all", action="store_true", help="every chapter")
+    release.add_argument("--out", help="write a complete nbgrader course folder here instead of notebooks/")
+    release.set_defaults(run=cmd_release)
+
+    books = sub.add_parser("book-solutions", help="(for `make book`) the solution pages, hidden tests removed")
+    books.set_defaults(run=cmd_book_solutions)
+    return top
+
+
+def main(argv=None) -> int:
+    warnings.filterwarnings("ignore")
+    args = parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except CourseError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

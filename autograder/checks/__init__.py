@@ -1,0 +1,101 @@
+"""The checks that hidden tests call, one module per chapter (`ch04_attention`, ...), and the expectations they use.
+
+A hidden test section in `solutions/NN_name.ipynb` reads, for example::
+
+    ### BEGIN HIDDEN TESTS
+    from autograder.checks import ch04_attention as checks
+    checks.softmax_matches_reference()
+    ### END HIDDEN TESTS
+
+A check gets the learner's code through `env()` (see `autograder.env`), builds its own inputs with a fixed seed,
+computes the expected answer with an independent reference, and raises `CheckFailed` with one learner-readable line
+when something is wrong. It never trusts anything the learner's code could have changed: references run here,
+in the grader, not in the learner's kernel.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..env import current as env
+from ..feedback import CheckFailed, brief, describe_shape
+
+__all__ = ["env", "CheckFailed", "rng", "expect", "expect_close", "expect_equal", "expect_shape", "expect_type"]
+
+
+def rng(seed: int) -> np.random.Generator:
+    """Inputs come from fixed seeds, so grading the same notebook twice gives the same score."""
+    return np.random.default_rng(seed)
+
+
+def expect(condition: bool, message: str) -> None:
+    if not condition:
+        raise CheckFailed(message)
+
+
+def _where(case: str) -> str:
+    return f" for {case}" if case else ""
+
+
+def _hint(hint: str) -> str:
+    return f" {hint}" if hint else ""
+
+
+def expect_type(exercise: str, got, kind, case: str = "", hint: str = "") -> None:
+    """`kind`: 'ndarray', 'tensor', or a Python type."""
+    if kind == "ndarray":
+        ok, wanted = isinstance(got, np.ndarray), "a NumPy array"
+    elif kind == "tensor":
+        import torch
+
+        ok, wanted = isinstance(got, torch.Tensor), "a torch.Tensor"
+    else:
+        ok, wanted = isinstance(got, kind), kind.__name__
+    if not ok:
+        name = got.get("__opaque__") if isinstance(got, dict) and "__opaque__" in got else type(got).__name__
+        raise CheckFailed(f"{exercise}: expected {wanted}{_where(case)}; got {name}.{_hint(hint)}")
+
+
+def expect_shape(exercise: str, got, shape, case: str = "", hint: str = "") -> None:
+    if tuple(getattr(got, "shape", ())) != tuple(shape):
+        raise CheckFailed(
+            f"{exercise}: expected shape {tuple(shape)}{_where(case)}; got {describe_shape(got)}.{_hint(hint)}"
+        )
+
+
+def expect_equal(exercise: str, got, want, case: str = "", hint: str = "", what: str = "value") -> None:
+    if isinstance(want, np.ndarray) or isinstance(got, np.ndarray):
+        equal = np.array_equal(np.asarray(got), np.asarray(want))
+    else:
+        equal = got == want
+    if not equal:
+        raise CheckFailed(
+            f"{exercise}: expected {what} {brief(want)}{_where(case)}; got {brief(got)}.{_hint(hint)}"
+        )
+
+
+def expect_close(exercise: str, got, want, *, atol: float, rtol: float = 0.0, case: str = "", hint: str = "",
+                 what: str = "values") -> None:
+    """Type, shape, finiteness, then values within `atol + rtol * |want|`, with the worst element named."""
+    torch_kind = type(want).__module__.startswith("torch")
+    expect_type(exercise, got, "tensor" if torch_kind else "ndarray", case, hint)
+    expect_shape(exercise, got, want.shape, case, hint)
+    got_a = np.asarray(got.detach().double() if torch_kind else got, dtype=float)
+    want_a = np.asarray(want.detach().double() if torch_kind else want, dtype=float)
+    bad_nan = np.isnan(got_a) & ~np.isnan(want_a)
+    if bad_nan.any() or (np.isinf(got_a) & ~np.isinf(want_a)).any():
+        count = int((~np.isfinite(got_a) & np.isfinite(want_a)).sum())
+        raise CheckFailed(
+            f"{exercise}: {count} of {got_a.size} {what} are nan or inf{_where(case)}; expected finite numbers.{_hint(hint)}"
+        )
+    error = np.abs(got_a - want_a)
+    error[np.isinf(want_a) & (got_a == want_a)] = 0.0
+    allowed = atol + rtol * np.abs(want_a)
+    allowed[~np.isfinite(allowed)] = 0.0
+    if (error > allowed).any():
+        worst = np.unravel_index(int(np.argmax(error - allowed)), error.shape) if error.ndim else ()
+        index = list(int(i) for i in worst)
+        raise CheckFailed(
+            f"{exercise}: {what} differ from the reference{_where(case)}: at index {index} expected "
+            f"{brief(want_a[worst])}, got {brief(got_a[worst])} (max |error| {float(error.max()):.3g}, "
+            f"tolerance {atol:g} + {rtol:g}·|expected|).{_hint(hint)}"
+        )

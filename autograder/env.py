@@ -1,0 +1,176 @@
+"""Where a check meets the learner's code.
+
+A check never touches the learner's objects directly. It asks an *environment* to call a learner function (or run a
+short snippet) on inputs the check made, and gets back plain data to compare with its own reference:
+
+- `KernelEnv`, used by `python -m autograder`: the request travels into the learner's sandboxed kernel and the answer
+  comes back as data. The check, its reference and its verdict stay in the grader's process, out of the learner's reach.
+- `LocalEnv`, used when the hidden tests run inside the notebook's own kernel (plain `nbgrader autograde`, an
+  instructor's `nbgrader validate`): the same request is carried out in-process by the same code.
+
+Both go through `kernel_shim.invoke`, so a notebook gets the same score either way.
+"""
+from __future__ import annotations
+
+import contextlib
+import inspect
+import json
+import sys
+import textwrap
+from pathlib import Path
+
+from . import kernel_shim
+from .feedback import CheckFailed, describe_shape
+
+SHIM_SOURCE = Path(kernel_shim.__file__).read_text()
+MAX_ANSWER_BYTES = 64 * 2**20
+
+
+class Env:
+    """Calls into the learner's code. Subclasses say how a request reaches it."""
+
+    #: seconds a single call may take; shown in messages (the executor enforces it)
+    time_limit: float | None = None
+
+    def _carry_out(self, request: dict) -> dict:
+        raise NotImplementedError
+
+    def call(self, name, *args, case="", forbid=(), substitute=None, **kwargs):
+        """Call the learner's `name(*args, **kwargs)`; return its value as plain data (numpy, torch, Python).
+
+        `case` describes the inputs for messages ("x of shape (3, 7), axis=0"); `forbid` lists fnmatch patterns of
+        functions the call may not reach ("torch.nn.functional.scaled_dot_product_attention"); `substitute` maps
+        names in the learner's namespace to reference functions used during this call only."""
+        request = {
+            "kind": "call",
+            "name": name,
+            "args": [kernel_shim.encode(a) for a in args],
+            "kwargs": {"__dict__": {k: kernel_shim.encode(v) for k, v in kwargs.items()}},
+        }
+        return self._answer(name, case, request, forbid, substitute)
+
+    def run(self, exercise, code, *, inputs=None, outputs=(), case="", forbid=(), substitute=None):
+        """Run a snippet in the learner's namespace (a copy of it, plus `inputs`); return `{name: value}` for `outputs`.
+
+        For what one call cannot express: building a module, loading weights, a backward pass."""
+        request = {
+            "kind": "run",
+            "code": textwrap.dedent(code),
+            "inputs": {"__dict__": {k: kernel_shim.encode(v) for k, v in (inputs or {}).items()}},
+            "outputs": list(outputs),
+        }
+        return self._answer(exercise, case, request, forbid, substitute)
+
+    def _answer(self, exercise, case, request, forbid, substitute):
+        request["forbid"] = list(forbid)
+        request["substitute"] = {k: _source_of(k, v) for k, v in (substitute or {}).items()}
+        answer = self._carry_out(request)
+        where = f" for {case}" if case else ""
+        status = answer.get("status")
+        if status == "missing":
+            raise CheckFailed(
+                f"{exercise}: `{answer.get('name')}` is not defined{where}. Run the cell that defines it, "
+                "and keep the name and signature given in the notebook."
+            )
+        if status == "timeout":
+            limit = f"{self.time_limit:g} s" if self.time_limit else "the time limit"
+            raise CheckFailed(
+                f"{exercise}: did not finish within {limit}{where}. Look for a loop that never ends "
+                "or work that grows much faster than the input."
+            )
+        if status == "interrupted":
+            raise CheckFailed(f"{exercise}: was interrupted{where} (time limit or Ctrl-C).")
+        if status == "dead":
+            raise CheckFailed(
+                f"{exercise}: the kernel died{where} ({answer.get('error', 'crash, exit or out of memory')})."
+            )
+        if status == "error":
+            if answer["error"].startswith("NotImplementedError"):
+                raise CheckFailed(f"{exercise}: not written yet (it still raises NotImplementedError). Replace "
+                                  "`raise NotImplementedError()` with your code.")
+            raise CheckFailed(f"{exercise}: raised {answer['error']}{where}.")
+        if status != "ok":
+            raise CheckFailed(f"{exercise}: the grader got no answer from your code{where} ({status}).")
+        if answer.get("forbidden"):
+            used = ", ".join(answer["forbidden"][:3])
+            raise CheckFailed(
+                f"{exercise}: calls {used}{where}. This exercise asks you to build it yourself, "
+                "so a library's (or the grader's) version earns no credit."
+            )
+        if answer.get("tampered"):
+            raise CheckFailed(f"{exercise}: switched off the grader's call monitor{where}; no credit.")
+        return kernel_shim.decode(answer["value"])
+
+
+def _source_of(name, function):
+    """Reference functions travel as source text; they must import what they use inside their body."""
+    source = function if isinstance(function, str) else textwrap.dedent(inspect.getsource(function))
+    if not isinstance(function, str) and function.__name__ != name:
+        source += f"\n{name} = {function.__name__}\n"
+    return source
+
+
+class LocalEnv(Env):
+    """The learner's namespace is in this process (the notebook's own kernel)."""
+
+    def __init__(self, namespace: dict):
+        self.namespace = namespace
+
+    def _carry_out(self, request):
+        return kernel_shim.run_local(request, self.namespace)
+
+
+class KernelEnv(Env):
+    """The learner's namespace is in another process; `send(code) -> answer dict` carries a request there."""
+
+    def __init__(self, send, time_limit=None):
+        self.send = send
+        self.time_limit = time_limit
+
+    def _carry_out(self, request):
+        return self.send(request)
+
+    @staticmethod
+    def code_for(request: dict, nonce: str) -> str:
+        """The cell the kernel runs: the shim's source, then its entry point on this request, in a fresh namespace."""
+        program = SHIM_SOURCE + f"\nmain({json.dumps(request)!r}, {nonce!r}, _ag_user_ns)\n"
+        return f"exec({program!r}, {{'_ag_user_ns': globals(), '__name__': '_autograder_shim'}})"
+
+    @staticmethod
+    def answer_from(outputs, nonce: str) -> dict | None:
+        """Pick our answer out of a cell's outputs; anything else the cell printed is the learner's business."""
+        for output in reversed(outputs):
+            if output.get("output_type") != "display_data":
+                continue
+            data = output.get("data", {}).get(kernel_shim.MIME)
+            if isinstance(data, str):
+                if len(data) > MAX_ANSWER_BYTES:
+                    return {"status": "too large"}
+                data = json.loads(data)
+            if isinstance(data, dict) and data.get("nonce") == nonce:
+                return data.get("answer", {})
+        return None
+
+
+_current: Env | None = None
+
+
+@contextlib.contextmanager
+def use(env: Env):
+    """Make `env` the one checks get from `current()` (the grader sets this around a hidden-test section)."""
+    global _current
+    previous, _current = _current, env
+    try:
+        yield env
+    finally:
+        _current = previous
+
+
+def current() -> Env:
+    """The environment the running check should use: the grader's, or else this process's notebook namespace."""
+    if _current is not None:
+        return _current
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    namespace = shell.user_ns if shell is not None else sys.modules["__main__"].__dict__
+    return LocalEnv(namespace)

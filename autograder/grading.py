@@ -1,0 +1,260 @@
+"""Grade learner notebooks with nbgrader: one (`grade_one`), or a whole class in parallel (`grade_class`).
+
+Each submission is graded in a course folder of its own (a copy of one prepared by `generate_assignment`, holding the
+gradebook with the hidden tests), so students run in parallel without sharing a database, and a submission that breaks
+everything breaks only its own folder. nbgrader's Autograde converter does the grading, with `SandboxedExecute` in
+place of its Execute; nbgrader's GenerateFeedback writes the HTML feedback.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import nbformat
+from nbgrader.api import Gradebook
+from nbgrader.converters import Autograde, GenerateFeedback
+from nbgrader.coursedir import CourseDirectory
+from nbgrader.preprocessors import (AssignLatePenalties, CheckCellMetadata, IgnorePattern, LimitOutput,
+                                    SaveAutoGrades)
+from nbconvert.preprocessors import ClearMetadataPreprocessor
+
+from . import execute
+from .course import REPO, Chapter, CourseError, chapters, nbgrader_config
+from .release import generate, quiet_logs
+
+MAX_NOTEBOOK_BYTES = 50 * 2**20
+STUDENT = "learner"
+
+
+class SubmissionError(CourseError):
+    """The file can't be graded at all; the message is the one line the learner reads."""
+
+
+@dataclass
+class TestResult:
+    name: str
+    score: float
+    max_score: float
+    output: str
+
+
+@dataclass
+class Result:
+    notebook: str
+    chapter: str
+    score: float = 0.0
+    max_score: float = 0.0
+    tests: list[TestResult] = field(default_factory=list)
+    error: str | None = None
+    sandbox: dict = field(default_factory=dict)
+    events: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        """Gradescope's results.json form, plus `notebook` and `chapter` (and what the sandbox achieved)."""
+        data = asdict(self)
+        data["tests"] = [asdict(t) for t in self.tests]
+        if self.error is None:
+            data.pop("error")
+        else:
+            data["output"] = self.error
+        return data
+
+
+# --- reading a submission ------------------------------------------------------------------------------------------
+def _grade_ids(nb) -> list[str]:
+    return [c.metadata["nbgrader"]["grade_id"] for c in nb.cells
+            if isinstance(c.get("metadata", {}).get("nbgrader"), dict) and "grade_id" in c.metadata["nbgrader"]]
+
+
+def read_submission(path: Path, chapter: Chapter):
+    """Parse and check a submitted notebook; return it without outputs, or raise SubmissionError with one line."""
+    path = Path(path)
+    if not path.exists():
+        raise SubmissionError(f"{path}: no such file. Give the path of your notebook, e.g. notebooks/{chapter.name}.ipynb")
+    if path.is_dir():
+        raise SubmissionError(f"{path} is a folder; give the path of a notebook file (.ipynb)")
+    size = path.stat().st_size
+    if size > MAX_NOTEBOOK_BYTES:
+        raise SubmissionError(
+            f"{path} is {size / 2**20:.0f} MiB, over the {MAX_NOTEBOOK_BYTES // 2**20} MiB limit; clear the outputs "
+            "(Kernel > Restart Kernel and Clear Outputs), save, and try again")
+    try:
+        nb = nbformat.reads(path.read_bytes().decode("utf-8"), as_version=4)
+    except UnicodeDecodeError:
+        raise SubmissionError(f"{path} is not a text file; a notebook is a .ipynb JSON file") from None
+    except Exception as error:  # nbformat raises several kinds for broken JSON
+        reason = str(error).splitlines()[0][:120]
+        raise SubmissionError(f"{path} is not a readable notebook ({reason}); re-download it or restore a saved "
+                              "copy") from None
+    if not isinstance(nb, dict) or not isinstance(nb.get("cells"), list):
+        raise SubmissionError(f"{path} is not a Jupyter notebook (no cells)")
+    ids = set(_grade_ids(nb))
+    source_ids = set(_grade_ids(nbformat.read(chapter.source, as_version=4)))
+    if not ids & source_ids:
+        for other in chapters():
+            if other != chapter and ids & set(_grade_ids(nbformat.read(other.source, as_version=4))):
+                raise SubmissionError(f"{path} is the notebook of chapter {other.name}, not {chapter.name}; "
+                                      f"grade it with: python -m autograder check {path}")
+        raise SubmissionError(f"{path} is not a notebook of this course (none of its cells are exercises of "
+                              f"{chapter.name}); start from notebooks/{chapter.name}.ipynb")
+    return _normalise(nb, chapter)
+
+
+def _normalise(nb, chapter: Chapter):
+    """Outputs cleared; nbgrader metadata kept only on cells the source knows (once each); deleted cells put back.
+
+    A deleted solution cell comes back as the learner's empty stub, a deleted locked or test cell as the source's."""
+    release = nbformat.read(chapter.release, as_version=4) if chapter.release.exists() else None
+    source = nbformat.read(chapter.source, as_version=4)
+    template = release or source
+    known = {c.metadata["nbgrader"]["grade_id"]: c for c in template.cells
+             if "nbgrader" in c.get("metadata", {}) and "grade_id" in c.metadata["nbgrader"]}
+    seen, cells = set(), []
+    for cell in nb.cells:
+        if cell.get("cell_type") not in ("code", "markdown", "raw"):
+            continue
+        cell.setdefault("metadata", {})
+        meta = cell.metadata.get("nbgrader")
+        if meta is not None:
+            grade_id = meta.get("grade_id") if isinstance(meta, dict) else None
+            if grade_id not in known or grade_id in seen:
+                del cell.metadata["nbgrader"]
+            else:
+                seen.add(grade_id)
+        if cell.cell_type == "code":
+            cell.outputs, cell.execution_count = [], None
+        cells.append(cell)
+    order = list(known)
+    for position, grade_id in enumerate(order):
+        if grade_id in seen:
+            continue
+        before = {g for g in order[:position]}
+        index = 0
+        for i, cell in enumerate(cells):
+            if cell.metadata.get("nbgrader", {}).get("grade_id") in before:
+                index = i + 1
+        cells.insert(index, nbformat.from_dict(json.loads(json.dumps(known[grade_id]))))
+        seen.add(grade_id)
+    nb.cells = cells
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    return nb
+
+
+# --- grading -------------------------------------------------------------------------------------------------------
+def trusted_tests(chapter: Chapter) -> dict[str, str]:
+    source = nbformat.read(chapter.source, as_version=4)
+    return {c.metadata["nbgrader"]["grade_id"]: c.source for c in source.cells
+            if c.metadata.get("nbgrader", {}).get("grade") and not c.metadata["nbgrader"].get("solution")}
+
+
+def prepare(chapter: Chapter, folder: Path) -> Path:
+    """A course folder with the chapter generated and its gradebook written: the template every submission copies."""
+    generate(folder, chapter)
+    return folder
+
+
+def grading_config(root: Path, chapter: Chapter, student: str, *, time_limit: int, memory: int, sandbox: bool,
+                   hide: list[str]):
+    config = nbgrader_config(root, time_limit=time_limit)
+    config.CourseDirectory.assignment_id = chapter.name
+    config.CourseDirectory.student_id = student
+    config.Autograde.autograde_preprocessors = [
+        execute.SandboxedExecute, IgnorePattern, ClearMetadataPreprocessor, LimitOutput, SaveAutoGrades,
+        AssignLatePenalties, CheckCellMetadata,
+    ]
+    config.SandboxedExecute.timeout = time_limit
+    config.SandboxedExecute.memory_limit = memory
+    config.SandboxedExecute.sandbox = sandbox
+    config.SandboxedExecute.hide = hide
+    config.SandboxedExecute.trusted_tests = trusted_tests(chapter)
+    config.SandboxedExecute.report_file = str(root / "sandbox-report.json")
+    return config
+
+
+def hidden_from_learners(workdir: Path) -> list[str]:
+    """What a learner's kernel must not see: every grading folder, the solutions, the grader, the tests."""
+    import autograder
+
+    return [str(workdir), str(REPO / "solutions"), str(REPO / "book" / "_generated"), str(REPO / "tests"),
+            str(Path(autograder.__file__).resolve().parent)]
+
+
+def grade_one(chapter: Chapter, notebook: Path, *, template: Path | None = None, workdir: Path | None = None,
+              student: str = STUDENT, time_limit: int = 30, memory: int = 2 * 2**30, sandbox: bool = True,
+              feedback: bool = False) -> tuple[Result, Path]:
+    """Grade one submission; return its result and the folder it was graded in (feedback under `feedback/`)."""
+    result = Result(notebook=str(notebook), chapter=chapter.name)
+    nb = read_submission(notebook, chapter)  # SubmissionError goes to the caller
+    workdir = Path(workdir or tempfile.mkdtemp(prefix="grading-"))
+    root = workdir / "course"
+    if template is None:
+        prepare(chapter, root)
+    else:
+        shutil.copytree(template, root, dirs_exist_ok=True)
+    submitted = root / "submitted" / student / chapter.name
+    submitted.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, submitted / f"{chapter.name}.ipynb")
+    config = grading_config(root, chapter, student, time_limit=time_limit, memory=memory, sandbox=sandbox,
+                            hide=hidden_from_learners(workdir))
+    coursedir = CourseDirectory(config=config)
+    with quiet_logs():
+        Autograde(coursedir=coursedir, config=config).start()
+        if feedback:
+            GenerateFeedback(coursedir=coursedir, config=config).start()
+    _collect(result, root, chapter, student)
+    return result, root
+
+
+def _collect(result: Result, root: Path, chapter: Chapter, student: str) -> None:
+    graded = root / "autograded" / student / chapter.name / f"{chapter.name}.ipynb"
+    if not graded.exists():
+        result.error = "grading did not finish (nbgrader wrote no graded notebook)"
+        return
+    nb = nbformat.read(graded, as_version=4)
+    messages = {}
+    for cell in nb.cells:
+        grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
+        if cell.cell_type == "code" and grade_id:
+            errors = [o for o in cell.get("outputs", []) if o.output_type == "error"]
+            messages[grade_id] = errors[-1].get("evalue", "") if errors else ""
+    with Gradebook(f"sqlite:///{root / 'gradebook.db'}") as gb:
+        submission = gb.find_submission_notebook(chapter.name, chapter.name, student)
+        for grade in sorted(submission.grades, key=lambda g: _position(nb, g.name)):
+            if grade.cell.cell_type != "code" or grade.name not in messages and grade.auto_score is None:
+                continue
+            if not _is_test(nb, grade.name):
+                continue
+            score = float(grade.score or 0.0)
+            result.tests.append(TestResult(grade.name, score, float(grade.max_score), messages.get(grade.name, "")))
+        result.score = sum(t.score for t in result.tests)
+        result.max_score = sum(t.max_score for t in result.tests)
+    report = root / "sandbox-report.json"
+    if report.exists():
+        data = json.loads(report.read_text())
+        result.sandbox, result.events = data.get("sandbox", {}), data.get("events", [])
+
+
+def _position(nb, grade_id):
+    for i, cell in enumerate(nb.cells):
+        if cell.metadata.get("nbgrader", {}).get("grade_id") == grade_id:
+            return i
+    return len(nb.cells)
+
+
+def _is_test(nb, grade_id):
+    for cell in nb.cells:
+        meta = cell.metadata.get("nbgrader", {})
+        if meta.get("grade_id") == grade_id:
+            return bool(meta.get("grade")) and not meta.get("solution")
+    return True
+
+
+def cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1

@@ -1,0 +1,38 @@
+"""What a learner or an instructor reads: the per-test table in the terminal, and grades.csv rows."""
+from __future__ import annotations
+
+import shutil
+
+from .grading import Result
+
+
+def sandbox_line(sandbox: dict) -> str:
+    if not sandbox:
+        return "sandbox: off (--no-sandbox)"
+    parts = [
+        "network off" if sandbox.get("network") == "off" else "network NOT isolated on this system",
+        "files read-only outside its scratch folder" if sandbox.get("files", "").startswith("read-only")
+        else "files NOT isolated on this system (run as root or where user namespaces are allowed)",
+        f"memory {sandbox.get('memory_bytes', 0) / 2**30:g} GiB" if sandbox.get("memory_limit") else "no memory limit",
+    ]
+    return "sandbox: " + ", ".join(parts)
+
+
+def print_table(result: Result) -> None:
+    width = shutil.get_terminal_size((100, 20)).columns
+    print(f"{result.chapter}: {result.notebook}")
+    if result.error:
+        print(f"  not graded: {result.error}")
+        return
+    name_width = max([len(t.name) for t in result.tests] + [4])
+    for test in result.tests:
+        mark = "ok  " if test.score >= test.max_score else "FAIL"
+        line = f"  {mark} {test.name:<{name_width}}  {test.score:g}/{test.max_score:g}"
+        print(line)
+        if test.output and test.score < test.max_score:
+            reason = test.output if len(test.output) < width * 3 else test.output[: width * 3 - 3] + "..."
+            print(f"       {reason}")
+    print(f"score: {result.score:g} / {result.max_score:g}")
+    for event in result.events:
+        print(f"note: {event}")
+    print(sandbox_line(result.sandbox))
