@@ -12,10 +12,11 @@ STAMP := $(VENV)/.installed
 MATHJAX := _static/mathjax/tex-chtml.js
 CONFIG ?= cpu
 
-.PHONY: help venv release book test test-fast check grade bench-grading data train lock clean
+.PHONY: help venv lab release book test test-fast check grade bench-grading data train lock clean
 
 help:
 	@echo "make venv           create .venv with the pinned requirements and the course package"
+	@echo "make lab            JupyterLab on the exercises notebooks"
 	@echo "make release        regenerate notebooks/ (learner notebooks) from solutions/ with nbgrader"
 	@echo "make book           build the HTML book into _build/html"
 	@echo "make test           the project's test suite (includes a book build)"
@@ -33,6 +34,9 @@ $(STAMP): requirements.txt pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (course)" >/dev/null
 	touch $@
+
+lab: venv
+	$(BIN)/jupyter lab notebooks/
 
 lock: venv
 	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^torch==' | \

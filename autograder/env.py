@@ -19,7 +19,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from . import kernel_shim
+from . import kernel_shim, static
 from .feedback import CheckFailed, describe_shape
 
 SHIM_SOURCE = Path(kernel_shim.__file__).read_text()
@@ -31,6 +31,8 @@ class Env:
 
     #: seconds a single call may take; shown in messages (the executor enforces it)
     time_limit: float | None = None
+    #: grade_id -> the learner's source of that exercise's cell, when the grader has the notebook
+    sources: dict[str, str] = {}
 
     def _carry_out(self, request: dict) -> dict:
         raise NotImplementedError
@@ -91,8 +93,9 @@ class Env:
             raise CheckFailed(f"{exercise}: raised {answer['error']}{where}.")
         if status != "ok":
             raise CheckFailed(f"{exercise}: the grader got no answer from your code{where} ({status}).")
-        if answer.get("forbidden"):
-            used = ", ".join(answer["forbidden"][:3])
+        used_in_text = static.shortcuts(self.sources.get(exercise, ""), forbid)
+        if answer.get("forbidden") or used_in_text:
+            used = ", ".join((answer.get("forbidden") or used_in_text)[:3])
             raise CheckFailed(
                 f"{exercise}: calls {used}{where}. This exercise asks you to build it yourself, "
                 "so a library's (or the grader's) version earns no credit."
@@ -123,9 +126,10 @@ class LocalEnv(Env):
 class KernelEnv(Env):
     """The learner's namespace is in another process; `send(code) -> answer dict` carries a request there."""
 
-    def __init__(self, send, time_limit=None):
+    def __init__(self, send, time_limit=None, sources=None):
         self.send = send
         self.time_limit = time_limit
+        self.sources = sources or {}
 
     def _carry_out(self, request):
         return self.send(request)

@@ -32,6 +32,7 @@ from nbgrader.preprocessors import Execute
 from traitlets import Bool, Dict, Integer, List, Unicode
 
 from . import env as envs
+from . import kernel_shim
 from .feedback import CheckFailed
 
 SANDBOX_SCRIPT = str(Path(__file__).with_name("sandbox.py"))
@@ -193,7 +194,9 @@ class SandboxedExecute(Execute):
         """Run a hidden section here, against the learner's kernel; return the failure line or None."""
         if not hidden.strip():
             return None
-        kernel = envs.KernelEnv(self._send, time_limit=self.timeout)
+        sources = {c.metadata["nbgrader"]["grade_id"]: c.source for c in self.nb.cells
+                   if c.cell_type == "code" and nbutils.is_solution(c)}
+        kernel = envs.KernelEnv(self._send, time_limit=self.timeout, sources=sources)
         try:
             with envs.use(kernel):
                 exec(compile(hidden, f"<hidden tests of {grade_id}>", "exec"), {"__name__": "hidden_tests"})
@@ -226,9 +229,13 @@ class SandboxedExecute(Execute):
 
     # --- outputs ------------------------------------------------------------------------------------------------
     def output(self, outs, msg, display_id, cell_index):
-        """Keep at most `max_output_bytes` of output per cell; the rest is dropped, with one line saying so."""
-        key = id(outs)
-        size = len(json.dumps(msg.get("content", {}), default=str))
+        """Keep at most `max_output_bytes` of output per execution; the rest is dropped, with one line saying so.
+        The grader's own answers are exempt (their size is capped where they are read)."""
+        content = msg.get("content", {})
+        if kernel_shim.MIME in content.get("data", {}):
+            return super().output(outs, msg, display_id, cell_index)
+        key = msg.get("parent_header", {}).get("msg_id", "")
+        size = len(json.dumps(content, default=str))
         kept = self._kept.get(key, 0)
         if kept + size > self.max_output_bytes and msg["msg_type"] in ("stream", "display_data", "execute_result"):
             if kept <= self.max_output_bytes:

@@ -151,6 +151,13 @@ def trusted_tests(chapter: Chapter) -> dict[str, str]:
             if c.metadata.get("nbgrader", {}).get("grade") and not c.metadata["nbgrader"].get("solution")}
 
 
+def max_score(chapter: Chapter) -> float:
+    """Points of the chapter's test cells, from the source notebook."""
+    source = nbformat.read(chapter.source, as_version=4)
+    return float(sum(c.metadata["nbgrader"].get("points", 0) for c in source.cells
+                     if c.metadata.get("nbgrader", {}).get("grade") and not c.metadata["nbgrader"].get("solution")))
+
+
 def prepare(chapter: Chapter, folder: Path) -> Path:
     """A course folder with the chapter generated and its gradebook written: the template every submission copies."""
     generate(folder, chapter)
@@ -187,7 +194,7 @@ def grade_one(chapter: Chapter, notebook: Path, *, template: Path | None = None,
               student: str = STUDENT, time_limit: int = 30, memory: int = 2 * 2**30, sandbox: bool = True,
               feedback: bool = False) -> tuple[Result, Path]:
     """Grade one submission; return its result and the folder it was graded in (feedback under `feedback/`)."""
-    result = Result(notebook=str(notebook), chapter=chapter.name)
+    result = Result(notebook=str(notebook), chapter=chapter.name, max_score=max_score(chapter))
     nb = read_submission(notebook, chapter)  # SubmissionError goes to the caller
     workdir = Path(workdir or tempfile.mkdtemp(prefix="grading-"))
     root = workdir / "course"

@@ -9,17 +9,19 @@ before the kernel starts, so the grader can tell the learner:
 1. a session of its own, and limits on memory (address space), file size, CPU seconds and processes;
 2. no network: a network namespace with nothing in it (the kernel talks to the grader over Unix-domain sockets in its
    scratch folder, which a network namespace does not cut);
-3. a read-only file system except its scratch folder, and the grading folders (gradebooks, other students'
+3. a PID namespace: it cannot see or signal the grader or other students' kernels;
+4. a read-only file system except its scratch folder, and the grading folders (gradebooks, other students'
    submissions) hidden under empty mounts: a mount namespace, then every capability dropped so it cannot be undone;
-4. its scratch folder as working and home directory.
+5. its scratch folder as working and home directory.
 """
 import ctypes
 import json
 import os
 import resource
+import signal
 import sys
 
-CLONE_NEWNS, CLONE_NEWUSER, CLONE_NEWNET = 0x00020000, 0x10000000, 0x40000000
+CLONE_NEWNS, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x00020000, 0x10000000, 0x20000000, 0x40000000
 MS_RDONLY, MS_BIND, MS_REC, MS_PRIVATE = 0x1, 0x1000, 0x4000, 0x40000
 SYS_MOUNT_SETATTR, AT_FDCWD, AT_RECURSIVE, MOUNT_ATTR_RDONLY = 442, -100, 0x8000, 0x1
 PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 24, 38, 47, 4
@@ -59,9 +61,9 @@ def limit(kind, value):
 def enter_namespaces():
     """As root: mount + network namespaces. Otherwise: a user namespace first, mapping us to ourselves."""
     if os.geteuid() == 0:
-        return ok(libc.unshare(CLONE_NEWNS | CLONE_NEWNET))
+        return ok(libc.unshare(CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWPID))
     uid, gid = os.geteuid(), os.getegid()
-    if not ok(libc.unshare(CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWNET)):
+    if not ok(libc.unshare(CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWPID)):
         return False
     try:
         for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"), ("gid_map", f"{gid} {gid} 1")):
@@ -144,6 +146,15 @@ def main(argv):
     log = os.open(os.path.join(scratch, "kernel.log"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     os.dup2(log, 1)
     os.dup2(log, 2)
+    if isolated:
+        # The kernel becomes the first process of a PID namespace of its own: it can see and signal nothing
+        # outside it (not the grader, not other students' kernels). This process stays outside and waits for it;
+        # interrupts reach the kernel through the process group.
+        child = os.fork()
+        if child:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            _, status = os.waitpid(child, 0)
+            os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
     os.execve(command[0], command, env)
 
 

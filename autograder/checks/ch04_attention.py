@@ -1,0 +1,347 @@
+"""Hidden checks for chapter 4, `04_attention` (NumPy).
+
+One function per hidden-test call in `solutions/04_attention.ipynb`. Inputs are float64 arrays from fixed seeds, in
+shapes the visible tests do not use. References are PyTorch's own (`torch.softmax`,
+`torch.nn.functional.scaled_dot_product_attention`), computed here in the grader, never in the learner's kernel.
+
+Tolerances: values are compared with `atol=1e-6, rtol=1e-5` (a float32 implementation passes, a wrong formula does
+not); masked weights must be exactly 0.
+
+Where a function naturally calls an earlier exercise's function (sdpa calls `softmax` and `attention_scores`,
+`self_attention` calls `scaled_dot_product_attention`), the call substitutes the pure-NumPy references below, so one
+wrong answer costs only its own exercise's points.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import expect, expect_close, expect_shape, expect_type, env, rng
+
+ATOL, RTOL = 1e-6, 1e-5
+
+# Calling a library's softmax / attention earns nothing in the exercise that builds it.
+FORBID_SOFTMAX = ["scipy.special*softmax", "torch*softmax", "torch.nn.functional.*", "torch._C._nn.*"]
+FORBID_ATTENTION = FORBID_SOFTMAX + [
+    "torch*scaled_dot_product_attention*",
+    "torch.nn.modules.activation.MultiheadAttention*",
+    "torch*multi_head_attention_forward*",
+]
+FORBID_MASK = ["torch.nn.modules.transformer*", "torch*generate_square_subsequent_mask*"]
+
+
+# ---------------------------------------------------------------- references that travel into the learner's kernel
+# (source text only: each must import what it uses and call no module-level helper)
+
+def _ref_softmax(x, axis=-1):
+    import numpy as np
+
+    x = np.asarray(x, dtype=float)
+    e = np.exp(x - np.max(x, axis=axis, keepdims=True))
+    return e / np.sum(e, axis=axis, keepdims=True)
+
+
+def _ref_attention_scores(Q, K):
+    import numpy as np
+
+    return np.matmul(Q, np.swapaxes(K, -1, -2)) / np.sqrt(Q.shape[-1])
+
+
+def _ref_sdpa(Q, K, V, mask=None):
+    import numpy as np
+
+    scores = np.matmul(Q, np.swapaxes(K, -1, -2)) / np.sqrt(Q.shape[-1])
+    if mask is not None:
+        scores = np.where(mask, scores, -np.inf)
+    e = np.exp(scores - np.max(scores, axis=-1, keepdims=True))
+    weights = e / np.sum(e, axis=-1, keepdims=True)
+    return np.matmul(weights, V), weights
+
+
+SUB_SDPA = {"softmax": _ref_softmax, "attention_scores": _ref_attention_scores}
+SUB_SELF = {**SUB_SDPA, "scaled_dot_product_attention": _ref_sdpa}
+
+
+# ---------------------------------------------------------------- references computed here (PyTorch)
+
+def _torch_softmax(x, axis):
+    import torch
+
+    return torch.softmax(torch.from_numpy(np.asarray(x, dtype=np.float64)), dim=axis).numpy()
+
+
+def _torch_attention(Q, K, V, mask=None):
+    """(output, weights) from torch: weights by masked_fill + torch.softmax, output by F.scaled_dot_product_attention."""
+    import torch
+    import torch.nn.functional as F
+
+    q, k, v = (torch.from_numpy(np.asarray(a, dtype=np.float64)) for a in (Q, K, V))
+    m = None if mask is None else torch.from_numpy(np.asarray(mask, dtype=bool))
+    scores = q @ k.transpose(-1, -2) / np.sqrt(Q.shape[-1])
+    if m is not None:
+        scores = scores.masked_fill(~m, float("-inf"))
+    weights = torch.softmax(scores, dim=-1)
+    output = F.scaled_dot_product_attention(q, k, v, attn_mask=m)
+    return output.numpy(), weights.numpy()
+
+
+def _random_mask(r, n_q, n_k, lead=()):
+    """Boolean mask, True = may attend, with at least one True in every row."""
+    mask = r.random(size=(*lead, n_q, n_k)) < 0.5
+    pick = r.integers(0, n_k, size=(*lead, n_q))
+    np.put_along_axis(mask, pick[..., None], True, axis=-1)
+    return mask
+
+
+def _qkv(seed, lead, n_q, n_k, d_k, d_v):
+    r = rng(seed)
+    return (r.normal(size=(*lead, n_q, d_k)), r.normal(size=(*lead, n_k, d_k)), r.normal(size=(*lead, n_k, d_v)))
+
+
+def _pair(got, exercise, case):
+    """sdpa / self_attention must return a tuple (output, weights)."""
+    expect(isinstance(got, (tuple, list)) and len(got) == 2,
+           f"{exercise}: expected a pair (output, weights){' for ' + case if case else ''}; got "
+           f"{type(got).__name__ if not isinstance(got, (tuple, list)) else f'{len(got)} values'}. "
+           "Return both: `return output, weights`.")
+    return got
+
+
+# ---------------------------------------------------------------- softmax
+
+def softmax_matches_reference():
+    """Values along several axes and batch shapes, against torch.softmax."""
+    for seed, shape, axis in [(11, (3, 7), -1), (12, (2, 4, 5), 1), (13, (6,), 0), (14, (2, 3, 4, 5), 0),
+                              (15, (5, 3), 0)]:
+        x = rng(seed).normal(size=shape) * 3
+        case = f"x of shape {shape}, axis={axis}"
+        got = env().call("softmax", x, axis=axis, case=case, forbid=FORBID_SOFTMAX)
+        want = _torch_softmax(x, axis)
+        expect_close("softmax", got, want, atol=ATOL, rtol=RTOL, case=case,
+                     hint="Subtract the max, exponentiate, and divide by the sum along `axis` (keepdims=True).")
+    # the default axis is the last one
+    x = rng(16).normal(size=(4, 6))
+    got = env().call("softmax", x, case="x of shape (4, 6), default axis", forbid=FORBID_SOFTMAX)
+    expect_close("softmax", got, _torch_softmax(x, -1), atol=ATOL, rtol=RTOL, case="x of shape (4, 6), default axis",
+                 hint="The default is axis=-1.")
+
+
+def softmax_is_stable():
+    """Large logits (|x| ~ 1000) must neither overflow nor underflow to nan."""
+    r = rng(21)
+    cases = [
+        ("x ~ 1000 + N(0, 5), shape (4, 9)", 1000.0 + r.normal(size=(4, 9)) * 5),
+        ("x ~ -1000 + N(0, 5), shape (3, 6)", -1000.0 + r.normal(size=(3, 6)) * 5),
+        ("rows [1000, 1001, 1002] and [-1000, 0, 1000], shape (2, 3)",
+         np.array([[1000.0, 1001.0, 1002.0], [-1000.0, 0.0, 1000.0]])),
+    ]
+    for case, x in cases:
+        got = env().call("softmax", x, axis=-1, case=case, forbid=FORBID_SOFTMAX)
+        expect_close("softmax", got, _torch_softmax(x, -1), atol=ATOL, rtol=RTOL, case=case,
+                     hint="exp(1000) overflows: subtract the maximum along `axis` before exponentiating.")
+
+
+# ---------------------------------------------------------------- attention_scores
+
+def attention_scores_match_reference():
+    """2-D Q, K of several sizes (n_q != n_k, several d_k): values including the 1/sqrt(d_k) scale."""
+    for seed, n_q, n_k, d_k in [(31, 3, 5, 4), (32, 6, 6, 16), (33, 1, 7, 64), (34, 5, 2, 1)]:
+        r = rng(seed)
+        Q, K = r.normal(size=(n_q, d_k)), r.normal(size=(n_k, d_k))
+        case = f"Q {Q.shape}, K {K.shape}"
+        got = env().call("attention_scores", Q, K, case=case, forbid=FORBID_ATTENTION)
+        want = (Q @ K.T) / np.sqrt(d_k)
+        expect_close("attention_scores", got, want, atol=ATOL, rtol=RTOL, case=case,
+                     hint="scores = Q K^T / sqrt(d_k), with d_k = Q.shape[-1] (the square root, not d_k itself).")
+
+
+def attention_scores_batch():
+    """Leading batch dimensions, (batch, heads, n, d_k): the right shape, and every batch element equal to the answer
+    for that element alone (values themselves are `attention_scores_match_reference`'s business)."""
+    for seed, lead, n_q, n_k, d_k in [(41, (2,), 3, 4, 5), (42, (2, 3), 4, 4, 8), (43, (1, 2, 2), 2, 5, 3)]:
+        r = rng(seed)
+        Q, K = r.normal(size=(*lead, n_q, d_k)), r.normal(size=(*lead, n_k, d_k))
+        case = f"Q {Q.shape}, K {K.shape}"
+        hint = "K.T reverses *all* axes; transpose only the last two (np.swapaxes(K, -1, -2)) and use @."
+        got = env().call("attention_scores", Q, K, case=case, forbid=FORBID_ATTENTION)
+        expect_type("attention_scores", got, "ndarray", case, hint)
+        expect_shape("attention_scores", got, (*lead, n_q, n_k), case, hint)
+        index = tuple(int(i) for i in r.integers(0, lead))
+        alone = env().call("attention_scores", Q[index], K[index], case=f"Q {Q[index].shape}, K {K[index].shape}",
+                           forbid=FORBID_ATTENTION)
+        expect_close("attention_scores", got[index], np.asarray(alone), atol=ATOL, rtol=RTOL,
+                     case=f"{case}, batch element {list(index)} against the same Q, K passed alone",
+                     hint="Keep the batch axes apart: " + hint)
+
+
+# ---------------------------------------------------------------- causal_mask
+
+def causal_mask_values():
+    for n in (1, 2, 5, 9):
+        case = f"n={n}"
+        got = env().call("causal_mask", n, case=case, forbid=FORBID_MASK)
+        expect_type("causal_mask", got, "ndarray", case)
+        expect_shape("causal_mask", got, (n, n), case)
+        want = np.arange(n)[None, :] <= np.arange(n)[:, None]
+        wrong = np.argwhere(np.asarray(got).astype(bool) != want)
+        if len(wrong):
+            i, j = (int(v) for v in wrong[0])
+            raise_msg = (f"causal_mask: for {case}, entry [{i}, {j}] (query {i}, key {j}) should be {bool(want[i, j])}, "
+                         f"got {bool(np.asarray(got)[i, j])}; {len(wrong)} of {n * n} entries are wrong. "
+                         "Query i may attend to keys j <= i: True on and below the diagonal.")
+            expect(False, raise_msg)
+
+
+def causal_mask_dtype():
+    for n in (3, 6):
+        case = f"n={n}"
+        got = env().call("causal_mask", n, case=case, forbid=FORBID_MASK)
+        expect_type("causal_mask", got, "ndarray", case)
+        expect_shape("causal_mask", got, (n, n), case)
+        expect(got.dtype == np.bool_,
+               f"causal_mask: expected dtype bool for {case}; got {got.dtype}. "
+               "Masks are boolean (True = may attend): np.tril(np.ones((n, n), dtype=bool)).")
+
+
+# ---------------------------------------------------------------- scaled_dot_product_attention
+
+def sdpa_output_matches_reference():
+    """Unmasked 2-D attention: the output against F.scaled_dot_product_attention (n_q != n_k, d_v != d_k), including
+    one case with scores in the hundreds (an inline softmax without the max subtracted gives nan there)."""
+    for seed, n_q, n_k, d_k, d_v, size in [(51, 3, 5, 4, 6, 1.0), (52, 6, 6, 8, 8, 1.0), (53, 1, 4, 16, 2, 1.0),
+                                           (54, 7, 3, 2, 5, 1.0), (55, 4, 6, 16, 3, 30.0)]:
+        Q, K, V = _qkv(seed, (), n_q, n_k, d_k, d_v)
+        Q, K = Q * size, K * size
+        case = f"Q {Q.shape}, K {K.shape}, V {V.shape}, no mask" + (f", entries ~ N(0, {size:g}^2)" if size > 1 else "")
+        got = env().call("scaled_dot_product_attention", Q, K, V, case=case, forbid=FORBID_ATTENTION,
+                         substitute=SUB_SDPA)
+        output, _ = _pair(got, "scaled_dot_product_attention", case)
+        want, _ = _torch_attention(Q, K, V)
+        expect_close("scaled_dot_product_attention", output, want, atol=ATOL, rtol=RTOL, case=case, what="outputs",
+                     hint="output = softmax(Q K^T / sqrt(d_k)) @ V, shape (n_q, d_v); with large scores, a softmax "
+                          "without the max subtracted overflows (use your `softmax`).")
+
+
+def sdpa_weights():
+    """The weights: softmax of the scaled scores, rows summing to 1, shape (n_q, n_k)."""
+    for seed, n_q, n_k, d_k, d_v in [(61, 4, 6, 3, 5), (62, 5, 5, 8, 8), (63, 2, 9, 4, 1)]:
+        Q, K, V = _qkv(seed, (), n_q, n_k, d_k, d_v)
+        Q = Q * 2.0
+        case = f"Q {Q.shape}, K {K.shape}, V {V.shape}, no mask"
+        got = env().call("scaled_dot_product_attention", Q, K, V, case=case, forbid=FORBID_ATTENTION,
+                         substitute=SUB_SDPA)
+        _, weights = _pair(got, "scaled_dot_product_attention", case)
+        expect_type("scaled_dot_product_attention", weights, "ndarray", case)
+        expect_shape("scaled_dot_product_attention", weights, (n_q, n_k), case,
+                     hint="The weights have one row per query and one column per key.")
+        sums = np.asarray(weights, dtype=float).sum(-1)
+        expect(np.allclose(sums, 1.0, atol=1e-6),
+               f"scaled_dot_product_attention: each row of the weights must sum to 1 for {case}; got sums "
+               f"{np.array2string(sums[:4], precision=3)}. Return the normalised weights (after the softmax), not the scores or exp(scores).")
+        _, want = _torch_attention(Q, K, V)
+        expect_close("scaled_dot_product_attention", weights, want, atol=ATOL, rtol=RTOL, case=case, what="weights",
+                     hint="weights = softmax(Q K^T / sqrt(d_k)) along the keys (the last axis).")
+
+
+def sdpa_mask():
+    """Boolean masks (True = may attend), causal and random: masked weights exactly 0, output equal to the reference."""
+    cases = []
+    for seed, n_q, n_k, d_k, d_v, kind in [(71, 5, 5, 4, 3, "causal"), (72, 4, 7, 8, 6, "random"),
+                                           (73, 6, 6, 2, 5, "random"), (74, 3, 3, 16, 4, "causal")]:
+        Q, K, V = _qkv(seed, (), n_q, n_k, d_k, d_v)
+        if kind == "causal":
+            mask = np.tril(np.ones((n_q, n_k), dtype=bool))
+        else:
+            mask = _random_mask(rng(seed + 100), n_q, n_k)
+        cases.append((f"Q {Q.shape}, K {K.shape}, V {V.shape}, {kind} mask {mask.shape}", Q, K, V, mask))
+    for case, Q, K, V, mask in cases:
+        got = env().call("scaled_dot_product_attention", Q, K, V, mask=mask, case=case, forbid=FORBID_ATTENTION,
+                         substitute=SUB_SDPA)
+        output, weights = _pair(got, "scaled_dot_product_attention", case)
+        expect_type("scaled_dot_product_attention", weights, "ndarray", case)
+        expect_shape("scaled_dot_product_attention", weights, mask.shape, case)
+        leak = np.asarray(weights, dtype=float)[~mask]
+        expect(np.all(leak == 0.0),
+               f"scaled_dot_product_attention: weights of masked pairs must be exactly 0 for {case}; "
+               f"{int(np.sum(leak != 0))} of {leak.size} are not (largest {np.abs(leak).max():.3g}). "
+               "True = may attend: set the scores where mask is False to -inf before the softmax.")
+        want_out, _ = _torch_attention(Q, K, V, mask)
+        expect_close("scaled_dot_product_attention", output, want_out, atol=ATOL, rtol=RTOL, case=case,
+                     what="outputs", hint="Mask the scores (-inf where mask is False) before the softmax, so each "
+                                          "row of weights still sums to 1; then output = weights @ V.")
+
+
+def sdpa_batch():
+    """Leading batch dimensions, with masks that broadcast against (..., n_q, n_k): outputs against the reference."""
+    r = rng(81)
+    specs = [
+        ((2,), 4, 5, 3, 6, None),
+        ((2, 3), 5, 5, 4, 4, np.tril(np.ones((5, 5), dtype=bool))),              # (n, n) shared by all heads
+        ((2, 2), 3, 6, 8, 2, _random_mask(r, 3, 6, lead=(2, 1))),                 # (batch, 1, n_q, n_k)
+        ((3,), 4, 4, 2, 5, _random_mask(r, 4, 4, lead=(3,))),                      # full shape
+    ]
+    for i, (lead, n_q, n_k, d_k, d_v, mask) in enumerate(specs):
+        Q, K, V = _qkv(90 + i, lead, n_q, n_k, d_k, d_v)
+        mdesc = "no mask" if mask is None else f"mask {mask.shape}"
+        case = f"Q {Q.shape}, K {K.shape}, V {V.shape}, {mdesc}"
+        kwargs = {} if mask is None else {"mask": mask}
+        got = env().call("scaled_dot_product_attention", Q, K, V, case=case, forbid=FORBID_ATTENTION,
+                         substitute=SUB_SDPA, **kwargs)
+        output, weights = _pair(got, "scaled_dot_product_attention", case)
+        hint = ("Use @ / np.matmul (np.dot mixes batch axes), and mask with np.where(mask, scores, -np.inf) so a "
+                "mask of shape (n_q, n_k) broadcasts.")
+        expect_type("scaled_dot_product_attention", weights, "ndarray", case, hint)
+        expect_shape("scaled_dot_product_attention", weights, (*lead, n_q, n_k), case, hint)
+        want_out, _ = _torch_attention(Q, K, V, mask)
+        expect_close("scaled_dot_product_attention", output, want_out, atol=ATOL, rtol=RTOL, case=case,
+                     what="outputs", hint=hint)
+
+
+# ---------------------------------------------------------------- self_attention
+
+def _self_inputs(seed, lead, n, d_model, d_k, d_v):
+    r = rng(seed)
+    X = r.normal(size=(*lead, n, d_model))
+    W_q, W_k = r.normal(size=(d_model, d_k)) / np.sqrt(d_model), r.normal(size=(d_model, d_k)) / np.sqrt(d_model)
+    W_v = r.normal(size=(d_model, d_v)) / np.sqrt(d_model)
+    return X, W_q, W_k, W_v
+
+
+def self_attention_matches_reference():
+    """Projections Q = X W_q, K = X W_k, V = X W_v (row vectors), with d_k != d_v, 2-D and batched X."""
+    for seed, lead, n, d_model, d_k, d_v in [(101, (), 4, 6, 3, 5), (102, (), 7, 8, 8, 2), (103, (2,), 5, 4, 6, 3),
+                                             (104, (2, 3), 3, 5, 2, 4)]:
+        X, W_q, W_k, W_v = _self_inputs(seed, lead, n, d_model, d_k, d_v)
+        case = f"X {X.shape}, W_q {W_q.shape}, W_k {W_k.shape}, W_v {W_v.shape}"
+        got = env().call("self_attention", X, W_q, W_k, W_v, case=case, forbid=FORBID_ATTENTION, substitute=SUB_SELF)
+        output, weights = _pair(got, "self_attention", case)
+        want_out, want_w = _torch_attention(X @ W_q, X @ W_k, X @ W_v)
+        hint = "Row vectors: Q = X @ W_q, K = X @ W_k, V = X @ W_v, then scaled_dot_product_attention(Q, K, V, mask)."
+        expect_close("self_attention", weights, want_w, atol=ATOL, rtol=RTOL, case=case, what="weights", hint=hint)
+        expect_close("self_attention", output, want_out, atol=ATOL, rtol=RTOL, case=case, what="outputs", hint=hint)
+
+
+def self_attention_mask():
+    """The mask reaches the attention: masked weights exactly 0, rows sum to 1, output = weights @ (X W_v)."""
+    r = rng(111)
+    for seed, lead, n, d_model, d_k, d_v, mask in [
+        (112, (), 5, 6, 4, 3, np.tril(np.ones((5, 5), dtype=bool))),
+        (113, (2,), 4, 3, 5, 2, _random_mask(r, 4, 4)),
+        (114, (3,), 6, 4, 4, 4, _random_mask(r, 6, 6, lead=(3,))),
+    ]:
+        X, W_q, W_k, W_v = _self_inputs(seed, lead, n, d_model, d_k, d_v)
+        case = f"X {X.shape}, mask {mask.shape}"
+        got = env().call("self_attention", X, W_q, W_k, W_v, mask=mask, case=case, forbid=FORBID_ATTENTION,
+                         substitute=SUB_SELF)
+        output, weights = _pair(got, "self_attention", case)
+        expect_type("self_attention", weights, "ndarray", case)
+        expect_shape("self_attention", weights, (*lead, n, n), case)
+        w = np.asarray(weights, dtype=float)
+        leak = w[np.broadcast_to(~mask, w.shape)]
+        expect(np.all(leak == 0.0),
+               f"self_attention: weights of masked pairs must be exactly 0 for {case}; {int(np.sum(leak != 0))} of "
+               f"{leak.size} are not. Pass `mask` on to scaled_dot_product_attention.")
+        expect(np.allclose(w.sum(-1), 1.0, atol=1e-6),
+               f"self_attention: each row of the weights must sum to 1 for {case}. Pass `mask` on; don't zero weights "
+               "after the softmax.")
+        expect_close("self_attention", output, w @ (X @ W_v), atol=ATOL, rtol=RTOL, case=case, what="outputs",
+                     hint="The output is the returned weights times V = X @ W_v.")

@@ -1,0 +1,145 @@
+"""Grade a class: every `SUBMISSIONS/<student_id>/<notebook>.ipynb`, several students at once.
+
+Writes `OUT/grades.csv` (a row per student, a column per test), `OUT/<student_id>/results.json` (Gradescope's form)
+and `OUT/<student_id>/feedback.html` (nbgrader's feedback, or the reason the file could not be graded).
+One broken submission never stops the others: whatever happens to a student ends up in that student's row.
+"""
+from __future__ import annotations
+
+import concurrent.futures as futures
+import csv
+import html
+import json
+import multiprocessing
+import re
+import shutil
+import statistics
+import tempfile
+import warnings
+from pathlib import Path
+
+from tqdm import tqdm
+
+from .course import Chapter, CourseError
+from .grading import Result, SubmissionError, cpu_count, grade_one, max_score, prepare
+
+STUDENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def find_submissions(chapter: Chapter, folder: Path) -> dict[str, Path | str]:
+    """student_id -> notebook path, or the reason there is none."""
+    if not folder.is_dir():
+        raise CourseError(f"{folder}: no such folder of submissions (expected {folder}/<student_id>/<notebook>.ipynb)")
+    found: dict[str, Path | str] = {}
+    for student in sorted(p for p in folder.iterdir() if p.is_dir()):
+        if not STUDENT_ID.match(student.name):
+            continue
+        exact = student / f"{chapter.name}.ipynb"
+        nested = student / chapter.name / f"{chapter.name}.ipynb"  # nbgrader's submitted/<student>/<assignment>/
+        exact = nested if nested.is_file() and not exact.is_file() else exact
+        notebooks = sorted(student.glob("*.ipynb"))
+        if exact.is_file():
+            found[student.name] = exact
+        elif len(notebooks) == 1:
+            found[student.name] = notebooks[0]
+        elif not notebooks:
+            found[student.name] = "no notebook (.ipynb) was submitted"
+        else:
+            found[student.name] = (f"several notebooks and none named {chapter.name}.ipynb: "
+                                   + ", ".join(n.name for n in notebooks[:5]))
+    return found
+
+
+def _grade_student(chapter: Chapter, student: str, notebook: str, template: str, workdir: str,
+                   time_limit: int, memory: int, sandbox: bool) -> tuple[dict, str | None]:
+    """In a worker process: grade one student; return (results.json, feedback HTML or None). Never raises."""
+    warnings.filterwarnings("ignore")
+    result = Result(notebook=Path(notebook).name, chapter=chapter.name, max_score=max_score(chapter))
+    try:
+        result, root = grade_one(chapter, Path(notebook), template=Path(template), workdir=Path(workdir),
+                                 student=student, time_limit=time_limit, memory=memory, sandbox=sandbox,
+                                 feedback=True)
+        result.notebook = Path(notebook).name
+        page = root / "feedback" / student / chapter.name / f"{chapter.name}.html"
+        feedback = page.read_text() if page.exists() else None
+    except SubmissionError as error:
+        result.error, feedback = str(error).replace(str(Path(notebook).parent) + "/", ""), None
+    except Exception as error:  # the class run always finishes; this student's row says what broke
+        result.error, feedback = f"grading failed: {type(error).__name__}: {str(error)[:200]}", None
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return result.to_json(), feedback
+
+
+def _error_page(student: str, chapter: Chapter, reason: str) -> str:
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(chapter.name)}: "
+            f"{html.escape(student)}</title></head><body><h1>{html.escape(chapter.name)}</h1>"
+            f"<p>Your submission could not be graded: {html.escape(reason)}</p><p>Score: 0</p></body></html>")
+
+
+def grade_class(chapter: Chapter, submissions: Path, out: Path, *, jobs: int = 0, time_limit: int = 30,
+                memory: int = 2 * 2**30, sandbox: bool = True, progress: bool = True) -> str:
+    found = find_submissions(chapter, submissions)
+    if not found:
+        raise CourseError(f"{submissions} holds no student folders (expected {submissions}/<student_id>/<notebook>.ipynb)")
+    out.mkdir(parents=True, exist_ok=True)
+    jobs = jobs or cpu_count()
+    results: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory(prefix="class-") as tmp:
+        template = prepare(chapter, Path(tmp) / "template")
+        todo = {s: p for s, p in found.items() if isinstance(p, Path)}
+        for student, reason in found.items():
+            if isinstance(reason, str):
+                results[student] = Result(notebook="", chapter=chapter.name, max_score=max_score(chapter),
+                                          error=reason).to_json()
+        context = multiprocessing.get_context("spawn")
+        with futures.ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool, \
+                tqdm(total=len(found), desc=f"grading {chapter.name}", unit="student", disable=not progress,
+                     initial=len(found) - len(todo)) as bar:
+            running = {
+                pool.submit(_grade_student, chapter, student, str(path.resolve()), str(template),
+                            str(Path(tmp) / "students" / student), time_limit, memory, sandbox): student
+                for student, path in todo.items()
+            }
+            for done in futures.as_completed(running):
+                student = running[done]
+                try:
+                    data, feedback = done.result()
+                except Exception as error:  # a worker that died takes only its own student with it
+                    data = Result(notebook=todo[student].name, chapter=chapter.name, max_score=max_score(chapter),
+                                  error=f"grading failed: {type(error).__name__}").to_json()
+                    feedback = None
+                results[student] = data
+                folder = out / student
+                folder.mkdir(exist_ok=True)
+                (folder / "results.json").write_text(json.dumps(data, indent=2) + "\n")
+                (folder / "feedback.html").write_text(
+                    feedback or _error_page(student, chapter, data.get("error", "unknown")))
+                bar.update(1)
+    for student, data in results.items():
+        if not (out / student / "results.json").exists():
+            (out / student).mkdir(exist_ok=True)
+            (out / student / "results.json").write_text(json.dumps(data, indent=2) + "\n")
+            (out / student / "feedback.html").write_text(_error_page(student, chapter, data.get("error", "")))
+    write_csv(out / "grades.csv", chapter, results)
+    graded = [d for d in results.values() if "error" not in d]
+    mean = statistics.fmean(d["score"] for d in graded) if graded else 0.0
+    maximum = max_score(chapter)
+    return (f"{chapter.name}: {len(results)} students, {len(graded)} graded, {len(results) - len(graded)} not "
+            f"gradable; mean score {mean:.2f} / {maximum:g}. Wrote {out / 'grades.csv'}")
+
+
+def write_csv(path: Path, chapter: Chapter, results: dict[str, dict]) -> None:
+    tests: list[str] = []
+    for data in results.values():
+        for test in data.get("tests", []):
+            if test["name"] not in tests:
+                tests.append(test["name"])
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["student_id", "chapter", "score", "max_score", *tests, "error"])
+        for student in sorted(results):
+            data = results[student]
+            scores = {t["name"]: t["score"] for t in data.get("tests", [])}
+            writer.writerow([student, chapter.name, f"{data.get('score', 0):g}", f"{data.get('max_score', 0):g}",
+                             *[f"{scores.get(t, 0):g}" for t in tests], data.get("error", "")])

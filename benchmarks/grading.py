@@ -1,0 +1,114 @@
+"""make bench-grading: grade a simulated chapter-4 class with `python -m autograder grade` and, in the same run, with
+plain serial `nbgrader autograde` of the same files; print both wall times, their ratio, and whether scores agree.
+
+Goal (issue #3): ratio <= 0.6 on 2 cores, identical scores.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import nbformat
+from nbgrader.api import Gradebook
+
+from autograder.classroom import grade_class
+from autograder.course import REPO, chapter, nbgrader_config
+from autograder.release import generate
+
+CH = chapter("04_attention")
+
+
+def simulated_class(size: int) -> dict[str, nbformat.NotebookNode]:
+    """Correct, unattempted and each plausible bug from tests/wrong_answers, cycled to `size` students."""
+    spec = importlib.util.spec_from_file_location("wrong", REPO / "tests" / "wrong_answers" / "ch04_attention.py")
+    wrong = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(wrong)
+    variants = [{}, None] + [w["replace"] for w in wrong.WRONG_ANSWERS if "import torch" not in str(w["replace"])]
+    students = {}
+    for i in range(size):
+        variant = variants[i % len(variants)]
+        if variant is None:
+            nb = nbformat.read(CH.release, as_version=4)
+        else:
+            nb = nbformat.read(CH.source, as_version=4)
+            for cell in nb.cells:
+                grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
+                if grade_id in variant:
+                    cell.source = variant[grade_id]
+        students[f"student{i:02d}"] = nb
+    return students
+
+
+def plain_nbgrader(students, root: Path) -> tuple[float, dict[str, float]]:
+    generate(root, CH)
+    config_lines = [
+        "c = get_config()",
+        f"c.CourseDirectory.root = {str(root)!r}",
+        f"c.CourseDirectory.course_id = {nbgrader_config(root).CourseDirectory.course_id!r}",
+        f"c.CourseDirectory.db_url = 'sqlite:///{root / 'gradebook.db'}'",
+    ]
+    (root / "nbgrader_config.py").write_text("\n".join(config_lines) + "\n")
+    for student, nb in students.items():
+        folder = root / "submitted" / student / CH.name
+        folder.mkdir(parents=True)
+        nbformat.write(nb, folder / f"{CH.name}.ipynb")
+    env = dict(os.environ, PATH=str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"])
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "nbgrader", "autograde", CH.name, "--log-level=ERROR"], cwd=root, env=env,
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wall = time.perf_counter() - start
+    scores = {}
+    with Gradebook(f"sqlite:///{root / 'gradebook.db'}") as gb:
+        for student in students:
+            scores[student] = gb.find_submission_notebook(CH.name, CH.name, student).score
+    return wall, scores
+
+
+def ours(students, root: Path, jobs: int) -> tuple[float, dict[str, float]]:
+    import json
+
+    folder = root / "submissions"
+    for student, nb in students.items():
+        (folder / student).mkdir(parents=True)
+        nbformat.write(nb, folder / student / f"{CH.name}.ipynb")
+    start = time.perf_counter()
+    grade_class(CH, folder, root / "out", jobs=jobs, progress=False)
+    wall = time.perf_counter() - start
+    return wall, {s: json.loads((root / "out" / s / "results.json").read_text())["score"] for s in students}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--students", type=int, default=24)
+    parser.add_argument("--jobs", type=int, default=0)
+    args = parser.parse_args()
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    students = simulated_class(args.students)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        plain_wall, plain_scores = plain_nbgrader(students, tmp / "plain")
+        our_wall, our_scores = ours(students, tmp / "ours", args.jobs)
+    same = plain_scores == our_scores
+    print(f"students: {len(students)}  cores: {os.cpu_count()}")
+    print(f"plain serial nbgrader autograde: {plain_wall:7.1f} s")
+    print(f"python -m autograder grade:      {our_wall:7.1f} s")
+    print(f"ratio (ours / plain):            {our_wall / plain_wall:7.2f}   (goal <= 0.60)")
+    print(f"identical scores:                {same}")
+    if not same:
+        for s in students:
+            if plain_scores[s] != our_scores[s]:
+                print(f"  {s}: nbgrader {plain_scores[s]} vs ours {our_scores[s]}")
+    return 0 if same else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,101 @@
+"""Every chapter, by COURSE.md's definition of done: structure, release, and grading that can fail.
+
+Each chapter is graded once as a simulated class: the solution (full marks), the released notebook (zero), and every
+wrong answer in tests/wrong_answers/ (exactly the listed test cells lose their points, nothing else does).
+"""
+from __future__ import annotations
+
+import re
+
+import nbformat
+import pytest
+
+from autograder.execute import split_hidden
+from autograder.release import release_notebook
+from conftest import CHAPTERS, grade_as_class, scores, with_cells, wrong_answers
+
+pytestmark = pytest.mark.parametrize("chapter", CHAPTERS, ids=[c.name for c in CHAPTERS])
+
+
+def cells_of(chapter):
+    nb = nbformat.read(chapter.source, as_version=4)
+    solutions = [c for c in nb.cells if c.metadata.get("nbgrader", {}).get("solution")]
+    tests = [c for c in nb.cells
+             if c.metadata.get("nbgrader", {}).get("grade") and not c.metadata["nbgrader"].get("solution")]
+    return nb, solutions, tests
+
+
+def test_structure(chapter):
+    nb, solutions, tests = cells_of(chapter)
+    exercises = [c.metadata.nbgrader.grade_id for c in solutions]
+    assert len(exercises) >= 4, f"{chapter.name}: {len(exercises)} graded exercises, want at least 4"
+    points = sum(c.metadata.nbgrader.points for c in tests)
+    assert points >= 10, f"{chapter.name}: {points} points, want at least 10"
+    assert nb.metadata.kernelspec.name == "python3" and "jupytext" not in nb.metadata
+    for cell in nb.cells:
+        assert not cell.get("outputs"), f"{chapter.name}: solutions are committed without outputs"
+    title = nb.cells[0].source
+    for exercise in exercises:
+        assert exercise in title, f"{chapter.name}: the title cell should list exercise {exercise}"
+        assert "### BEGIN SOLUTION" in next(c.source for c in solutions if c.metadata.nbgrader.grade_id == exercise)
+    for test in tests:
+        grade_id = test.metadata.nbgrader.grade_id
+        assert re.match(r"^test_", grade_id), grade_id
+        assert any(grade_id == f"test_{e}" or grade_id.startswith(f"test_{e}_") for e in exercises), (
+            f"{chapter.name}: {grade_id} does not name an exercise ({exercises})")
+        visible, hidden = split_hidden(test.source)
+        assert hidden.strip(), f"{chapter.name}: {grade_id} has no hidden tests"
+        assert f"ch{chapter.name}" in hidden, f"{chapter.name}: {grade_id}'s hidden tests should call its checks"
+    for exercise in exercises:
+        own = [t for t in tests if re.match(rf"^test_{re.escape(exercise)}($|_)", t.metadata.nbgrader.grade_id)]
+        assert own, f"{chapter.name}: exercise {exercise} has no test cell"
+        assert any(split_hidden(t.source)[0].strip() for t in own), f"{chapter.name}: {exercise} has no visible test"
+
+
+def test_release_is_current(chapter, tmp_path):
+    fresh = release_notebook(chapter, tmp_path / f"{chapter.name}.ipynb")
+    assert chapter.release.exists(), f"notebooks/{chapter.name}.ipynb is missing: run `make release`"
+    assert fresh.read_bytes() == chapter.release.read_bytes(), (
+        f"notebooks/{chapter.name}.ipynb differs from a fresh release of solutions/: run `make release`")
+    released = nbformat.read(chapter.release, as_version=4)
+    text = nbformat.writes(released)
+    assert "BEGIN SOLUTION" not in text and "BEGIN HIDDEN TESTS" not in text
+    assert all(not c.get("outputs") for c in released.cells)
+
+
+def test_wrong_answers_cover_every_test(chapter):
+    _, _, tests = cells_of(chapter)
+    wrong = wrong_answers(chapter)
+    alone = {w["loses"][0] for w in wrong if len(w["loses"]) == 1}
+    for test in tests:
+        grade_id = test.metadata.nbgrader.grade_id
+        assert grade_id in alone, f"{chapter.name}: no wrong answer loses exactly {grade_id} (and nothing else)"
+
+
+def test_grading(chapter, tmp_path):
+    """Solution: full marks. Released notebook: zero, with a reason on every test. Wrong answers: exact losses."""
+    wrong = wrong_answers(chapter)
+    submissions = {"solution": nbformat.read(chapter.source, as_version=4),
+                   "released": nbformat.read(chapter.release, as_version=4)}
+    for i, answer in enumerate(wrong):
+        submissions[f"wrong{i:02d}"] = with_cells(chapter, answer["replace"])
+    results = grade_as_class(chapter, submissions, tmp_path)
+
+    solution = results["solution"]
+    assert solution["score"] == solution["max_score"] > 0, (
+        "solution lost points: " + "; ".join(t["output"] for t in solution["tests"] if t["score"] < t["max_score"]))
+    released = results["released"]
+    assert released["score"] == 0 and released["tests"]
+    assert all(t["output"] for t in released["tests"]), "every failed test must say why"
+
+    full = scores(solution)
+    problems = []
+    for i, answer in enumerate(wrong):
+        got = scores(results[f"wrong{i:02d}"])
+        lost = sorted(name for name in full if got.get(name, 0) < full[name])
+        if lost != sorted(answer["loses"]):
+            problems.append(f"wrong answer {i} ({answer['why']}): lost {lost}, expected {sorted(answer['loses'])}")
+        for test in results[f"wrong{i:02d}"]["tests"]:
+            if test["name"] in answer["loses"]:
+                assert test["score"] == 0 and test["output"], f"{answer['why']}: {test}"
+    assert not problems, "\n".join(problems)

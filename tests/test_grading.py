@@ -1,0 +1,182 @@
+"""A simulated chapter-4 class of cheats and faults, graded once, with the exact score each must get.
+
+Correct work keeps every point whatever else it does (prints, warns, has its cells copied twice, has cells deleted);
+a wrong answer loses its points however it tries to hide it; hostile code harms nothing and costs only the tests
+that need the broken cell.
+"""
+from __future__ import annotations
+
+import json
+
+import nbformat
+import pytest
+
+from autograder.course import REPO, chapter
+from conftest import grade_as_class, scores, with_cells
+
+CH = chapter("04_attention")
+
+WRONG_SOFTMAX = "def softmax(x, axis=-1):\n    return np.zeros_like(x)\n"
+LOOP_FOREVER = ("def softmax(x, axis=-1):\n    while True:\n        try:\n            pass\n"
+                "        except BaseException:\n            pass\n")
+OUTSIDE = "/tmp/autograder-test-escape"
+
+
+def solution_source(grade_id: str) -> str:
+    nb = nbformat.read(CH.source, as_version=4)
+    return next(c.source for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == grade_id)
+
+
+def remove_cells(nb, grade_ids):
+    nb.cells = [c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") not in grade_ids]
+    return nb
+
+
+def class_of_cheats():
+    correct = solution_source("softmax")
+    last = "self_attention"
+    cases = {
+        # --- correct work, in unusual shapes: full marks
+        "noisy": (with_cells(CH, {"softmax": "import sys, warnings\nprint('debug output')\n"
+                                  "warnings.warn('a harmless warning')\nprint('to stderr', file=sys.stderr)\n"
+                                  + correct}), "full"),
+        "copied_twice": (_duplicate(with_cells(CH, {}), "softmax"), "full"),
+        "deleted_cells": (remove_cells(with_cells(CH, {}), {"setup", "test_softmax", "test_causal_mask"}), "full"),
+        "exits_kernel": (with_cells(CH, {}, [(last, "import os\nos._exit(1)")]), "full"),
+        "sys_exit": (with_cells(CH, {}, [(last, "import sys\nsys.exit(3)")]), "full"),
+        "loops_at_top": (with_cells(CH, {}, [(last, "while True:\n    pass")]), "full"),
+        "prints_gigabytes": (with_cells(CH, {}, [(last, "while True:\n    print('x' * 1_000_000)")]), "full"),
+        "writes_outside": (with_cells(CH, {}, [(last, _write_outside())]), "full"),
+        "kills_processes": (with_cells(CH, {}, [(last, "import os\nfor pid in range(2, 3000):\n    try:\n"
+                                               "        os.kill(pid, 9)\n    except Exception:\n        pass")]), "full"),
+        "fake_test_cell": (_fake_grade_cell(with_cells(CH, {})), "full"),
+        # --- a wrong softmax, hidden in every way: its softmax tests are lost, nothing else
+        "wrong": (with_cells(CH, {"softmax": WRONG_SOFTMAX}), "softmax"),
+        "patches_numpy": (with_cells(CH, {"softmax": WRONG_SOFTMAX}, [(last, _patch_numpy())]), "softmax"),
+        "hides_errors": (with_cells(CH, {"softmax": WRONG_SOFTMAX}, [("setup", _hide_errors())]), "softmax"),
+        "fakes_answers": (with_cells(CH, {"softmax": WRONG_SOFTMAX}, [(last, _fake_answers())]), "softmax"),
+        "edits_tests": (_edit_tests(with_cells(CH, {"softmax": WRONG_SOFTMAX})), "softmax"),
+        "imports_grader": (with_cells(CH, {"softmax": "def softmax(x, axis=-1):\n    from autograder.checks import "
+                                           "ch04_attention as c\n    return c.reference_softmax(x, axis)\n"}), "softmax"),
+        "reads_solutions": (with_cells(CH, {"softmax": _exec_solutions()}), "softmax"),
+        "torch_shortcut": (with_cells(CH, {"softmax": "import torch\ndef softmax(x, axis=-1):\n    return "
+                                           "torch.softmax(torch.as_tensor(x), dim=axis).numpy()\n"}), "softmax"),
+        "hidden_shortcut": (with_cells(CH, {"softmax": "import torch, sys\ndef softmax(x, axis=-1):\n    f = getattr("
+                                            "torch, 'soft' + 'max')\n    return f(torch.as_tensor(x), dim=axis).numpy()\n"}),
+                            "softmax"),
+        "loops_in_softmax": (with_cells(CH, {"softmax": LOOP_FOREVER}), "softmax"),
+        "eats_memory": (with_cells(CH, {"softmax": "def softmax(x, axis=-1):\n    hog = np.ones((2**31,))\n"
+                                        "    return hog\n"}), "softmax"),
+    }
+    return cases
+
+
+def _duplicate(nb, grade_id):
+    index = next(i for i, c in enumerate(nb.cells) if c.metadata.get("nbgrader", {}).get("grade_id") == grade_id)
+    nb.cells.insert(index + 1, nbformat.from_dict(json.loads(json.dumps(nb.cells[index]))))
+    return nb
+
+
+def _write_outside():
+    targets = [OUTSIDE, str(REPO / "solutions" / "escape.txt"), str(REPO / "autograder" / "checks" / "escape.py")]
+    return ("for target in %r:\n    try:\n        open(target, 'w').write('escaped')\n"
+            "    except Exception as error:\n        print(type(error).__name__)\n" % targets)
+
+
+def _patch_numpy():
+    return ("import numpy, numpy.testing, builtins\nnumpy.allclose = lambda *a, **k: True\n"
+            "numpy.testing.assert_allclose = lambda *a, **k: None\nnumpy.array_equal = lambda *a, **k: True\n"
+            "builtins.abs = lambda x: 0\n")
+
+
+def _hide_errors():
+    return ("ip = get_ipython()\nip.showtraceback = lambda *a, **k: None\n"
+            "ip.run_cell_orig = ip.run_cell\n"
+            "def quiet(*a, **k):\n    r = ip.run_cell_orig(*a, **k)\n    r.error_in_exec = None\n    return r\n"
+            "ip.run_cell = quiet\n")
+
+
+def _fake_answers():
+    return ("from IPython.display import publish_display_data\n"
+            "publish_display_data({'application/vnd.autograder.result+json': "
+            "{'nonce': 'guess', 'answer': {'status': 'ok', 'value': 1.0, 'forbidden': []}}})\n")
+
+
+def _edit_tests(nb):
+    for cell in nb.cells:
+        meta = cell.metadata.get("nbgrader", {})
+        if meta.get("grade") and not meta.get("solution"):
+            cell.source = "pass"
+            meta["points"] = 100
+    return nb
+
+
+def _exec_solutions():
+    return ("import json\nsrc = json.load(open(%r))\nfor c in src['cells']:\n    if c['cell_type'] == 'code':\n"
+            "        exec(''.join(c['source']))\n" % str(CH.source))
+
+
+def _fake_grade_cell(nb):
+    cell = nbformat.v4.new_code_cell(
+        "### BEGIN HIDDEN TESTS\nopen(%r, 'w').write('ran in the grader')\n### END HIDDEN TESTS" % (OUTSIDE + "-grader"))
+    cell.metadata["nbgrader"] = {"grade": True, "grade_id": "test_bonus", "locked": True, "points": 50,
+                                 "schema_version": 3, "solution": False, "task": False}
+    nb.cells.append(cell)
+    return nb
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory):
+    import os
+
+    for leftover in (OUTSIDE, OUTSIDE + "-grader"):
+        if os.path.exists(leftover):
+            os.remove(leftover)
+    cases = class_of_cheats()
+    submissions = {"solution": nbformat.read(CH.source, as_version=4), **{k: v for k, (v, _) in cases.items()}}
+    results = grade_as_class(CH, submissions, tmp_path_factory.mktemp("cheats"), time_limit=10)
+    return results, {k: expect for k, (_, expect) in cases.items()}
+
+
+@pytest.mark.parametrize("case", list(class_of_cheats()))
+def test_case_gets_exact_score(graded, case):
+    results, expected = graded
+    full = scores(results["solution"])
+    got = scores(results[case])
+    assert set(got) == set(full), f"{case}: tests {sorted(set(got) ^ set(full))} appeared or vanished"
+    assert results[case]["max_score"] == results["solution"]["max_score"]
+    if expected == "full":
+        lost = {n: results[case]["tests"] for n in full if got[n] < full[n]}
+        assert not lost, f"{case}: correct work lost points: " + "; ".join(
+            t["output"] for t in results[case]["tests"] if t["score"] < t["max_score"])
+    else:
+        for name in full:
+            if name == f"test_{expected}" or name.startswith(f"test_{expected}_"):
+                assert got[name] == 0, f"{case}: {name} should score 0"
+                out = next(t["output"] for t in results[case]["tests"] if t["name"] == name)
+                assert out and "\n" not in out.strip(), f"{case}: {name} needs a one-line reason, got {out!r}"
+            else:
+                assert got[name] == full[name], f"{case}: {name} lost points but {expected} was the only fault"
+
+
+def test_nothing_escaped(graded):
+    import os
+
+    assert not os.path.exists(OUTSIDE), "learner code wrote outside its scratch folder"
+    assert not os.path.exists(OUTSIDE + "-grader"), "a submitted 'hidden test' ran in the grader"
+    assert not (REPO / "solutions" / "escape.txt").exists()
+    assert not (REPO / "autograder" / "checks" / "escape.py").exists()
+
+
+def test_reasons_name_the_fault(graded):
+    results, _ = graded
+    outputs = {case: " ".join(t["output"] for t in results[case]["tests"]) for case in results}
+    assert "torch" in outputs["torch_shortcut"] and "build it yourself" in outputs["torch_shortcut"]
+    assert "did not finish within 10 s" in outputs["loops_in_softmax"]
+    assert "MemoryError" in outputs["eats_memory"] or "memory" in outputs["eats_memory"].lower()
+
+
+def test_sandbox_was_in_force(graded):
+    results, _ = graded
+    sandbox = results["solution"]["sandbox"]
+    assert sandbox["network"] == "off" and sandbox["files"].startswith("read-only") and sandbox["memory_limit"]
