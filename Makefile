@@ -6,7 +6,6 @@ BIN := $(VENV)/bin
 # nbgrader runs `alembic` from PATH, and notebooks run in the venv's kernel: put the venv first.
 export PATH := $(abspath $(BIN)):$(PATH)
 export PYTHONHASHSEED := 0
-export MPLBACKEND := Agg
 
 STAMP := $(VENV)/.installed
 MATHJAX := _static/mathjax/tex-chtml.js

@@ -125,8 +125,11 @@ def grade_class(chapter: Chapter, submissions: Path, out: Path, *, jobs: int = 0
     graded = [d for d in results.values() if "error" not in d]
     mean = statistics.fmean(d["score"] for d in graded) if graded else 0.0
     maximum = max_score(chapter)
+    from .report import sandbox_line
+
+    sandbox = sandbox_line(graded[0].get("sandbox", {})) if graded else ""
     return (f"{chapter.name}: {len(results)} students, {len(graded)} graded, {len(results) - len(graded)} not "
-            f"gradable; mean score {mean:.2f} / {maximum:g}. Wrote {out / 'grades.csv'}")
+            f"gradable; mean score {mean:.2f} / {maximum:g}. Wrote {out / 'grades.csv'}\n{sandbox}")
 
 
 def write_csv(path: Path, chapter: Chapter, results: dict[str, dict]) -> None:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from jupyter_client.manager import AsyncKernelManager
 from jupyter_core.utils import run_sync
-from nbclient.exceptions import DeadKernelError
+from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from nbformat.notebooknode import NotebookNode
 from nbgrader import utils as nbutils
 from nbgrader.preprocessors import Execute
@@ -73,6 +73,8 @@ class SandboxedExecute(Execute):
     hide = List(Unicode(), help="folders the kernel must not see (gradebooks, other submissions)").tag(config=True)
     trusted_tests = Dict(help="grade_id -> test cell source, from the source notebook").tag(config=True)
     sandbox = Bool(True, help="start the kernel in the sandbox").tag(config=True)
+    # A flood of output can outlast the wait for it; the leftovers belong to a finished request and are ignored.
+    raise_on_iopub_timeout = Bool(False).tag(config=True)
     report_file = Unicode("", help="where to write what the sandbox achieved and what happened (JSON)").tag(config=True)
 
     def preprocess(self, nb, resources=None, km=None):
@@ -128,7 +130,7 @@ class SandboxedExecute(Execute):
         timeout, self.timeout = self.timeout, 5
         try:
             cell = self._execute("pass", store_history=False)
-        except DeadKernelError:
+        except (DeadKernelError, CellTimeoutError):
             return False
         finally:
             self.timeout = timeout
@@ -142,6 +144,8 @@ class SandboxedExecute(Execute):
             return "time"
         try:
             self.execute_cell(cell, index, store_history=True)
+        except CellTimeoutError:
+            cell.outputs = [_error("CellTimeoutError", "timed out")]
         except DeadKernelError:
             cell.outputs = [_error("KernelDied", "the kernel died while running this cell (exit(), a crash, or more "
                                    f"than {self.memory_limit / 2**30:g} GiB of memory); later cells ran in a new kernel")]
@@ -214,6 +218,8 @@ class SandboxedExecute(Execute):
         nonce = secrets.token_hex(12)
         try:
             probe = self._execute(envs.KernelEnv.code_for(request, nonce), store_history=False)
+        except CellTimeoutError:
+            probe = NotebookNode(outputs=[_error("CellTimeoutError", "timed out")])
         except DeadKernelError:
             self._restart("kernel died during a test")
             return {"status": "dead"}

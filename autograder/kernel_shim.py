@@ -58,7 +58,7 @@ def encode(value, depth=0):
 
 def _npy(array):
     buffer = io.BytesIO()
-    _np().save(buffer, _np().ascontiguousarray(array), allow_pickle=False)
+    _np().save(buffer, array, allow_pickle=False)  # keeps 0-d arrays 0-d (ascontiguousarray would not)
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
@@ -96,21 +96,18 @@ class Watcher:
 
     def name_of(self, event, frame, arg):
         if event == "call":
-            code = frame.f_code
-            key = code
-            if key not in self.cache:
+            code = frame.f_code  # code objects live as long as their functions: a safe cache key
+            if code not in self.cache:
                 module = frame.f_globals.get("__name__") or "?"
-                self.cache[key] = f"{module}.{code.co_qualname}"
-        else:
-            key = id(arg)
-            if key not in self.cache:
-                owner = getattr(arg, "__self__", None)
-                module = getattr(arg, "__module__", None)
-                if not module and owner is not None:
-                    module = type(owner).__module__ if not isinstance(owner, type(sys)) else owner.__name__
-                qualname = getattr(arg, "__qualname__", None) or getattr(arg, "__name__", "?")
-                self.cache[key] = f"{module}.{qualname}"
-        return self.cache[key]
+                self.cache[code] = f"{module}.{code.co_qualname}"
+            return self.cache[code]
+        # A C function: bound methods are short-lived (their ids get reused), so key on what owns the method.
+        owner = getattr(arg, "__self__", None)
+        qualname = getattr(arg, "__qualname__", None) or getattr(arg, "__name__", "?")
+        module = getattr(arg, "__module__", None)
+        if not module and owner is not None:
+            module = owner.__name__ if isinstance(owner, type(sys)) else type(owner).__module__
+        return f"{module}.{qualname}"
 
     def __call__(self, frame, event, arg):
         if self.regex is None or event not in ("call", "c_call"):

@@ -16,7 +16,10 @@ from conftest import grade_as_class, scores, with_cells
 
 CH = chapter("04_attention")
 
-WRONG_SOFTMAX = "def softmax(x, axis=-1):\n    return np.zeros_like(x)\n"
+# A plausible bug that the chapter's own tests pin to test_softmax alone: it ignores `axis`.
+WRONG_SOFTMAX = ("def softmax(x, axis=-1):\n    e = np.exp(x - x.max(axis=-1, keepdims=True))\n"
+                 "    return e / e.sum(axis=-1, keepdims=True)\n")
+STUB = "def softmax(x, axis=-1):\n    raise NotImplementedError()\n"
 LOOP_FOREVER = ("def softmax(x, axis=-1):\n    while True:\n        try:\n            pass\n"
                 "        except BaseException:\n            pass\n")
 OUTSIDE = "/tmp/autograder-test-escape"
@@ -51,22 +54,25 @@ def class_of_cheats():
                                                "        os.kill(pid, 9)\n    except Exception:\n        pass")]), "full"),
         "fake_test_cell": (_fake_grade_cell(with_cells(CH, {})), "full"),
         # --- a wrong softmax, hidden in every way: its softmax tests are lost, nothing else
-        "wrong": (with_cells(CH, {"softmax": WRONG_SOFTMAX}), "softmax"),
-        "patches_numpy": (with_cells(CH, {"softmax": WRONG_SOFTMAX}, [(last, _patch_numpy())]), "softmax"),
-        "hides_errors": (with_cells(CH, {"softmax": WRONG_SOFTMAX}, [("setup", _hide_errors())]), "softmax"),
-        "fakes_answers": (with_cells(CH, {"softmax": WRONG_SOFTMAX}, [(last, _fake_answers())]), "softmax"),
-        "edits_tests": (_edit_tests(with_cells(CH, {"softmax": WRONG_SOFTMAX})), "softmax"),
+        "wrong": (with_cells(CH, {"softmax": WRONG_SOFTMAX}), "axis"),
+        "wrong_again": (with_cells(CH, {"softmax": WRONG_SOFTMAX}), "axis"),
+        "patches_numpy": (with_cells(CH, {"softmax": WRONG_SOFTMAX}, [(last, _patch_numpy())]), "axis"),
+        "hides_errors": (with_cells(CH, {"softmax": WRONG_SOFTMAX}, [("setup", _hide_errors())]), "axis"),
+        "fakes_answers": (with_cells(CH, {"softmax": WRONG_SOFTMAX}, [(last, _fake_answers())]), "axis"),
+        "edits_tests": (_edit_tests(with_cells(CH, {"softmax": WRONG_SOFTMAX})), "axis"),
+        # --- a softmax that can't run (or earns nothing) loses what an unwritten softmax loses
+        "stub": (with_cells(CH, {"softmax": STUB}), "broken"),
         "imports_grader": (with_cells(CH, {"softmax": "def softmax(x, axis=-1):\n    from autograder.checks import "
-                                           "ch04_attention as c\n    return c.reference_softmax(x, axis)\n"}), "softmax"),
-        "reads_solutions": (with_cells(CH, {"softmax": _exec_solutions()}), "softmax"),
+                                           "ch04_attention as c\n    return c.reference_softmax(x, axis)\n"}), "broken"),
+        "reads_solutions": (with_cells(CH, {"softmax": _exec_solutions()}), "broken"),
         "torch_shortcut": (with_cells(CH, {"softmax": "import torch\ndef softmax(x, axis=-1):\n    return "
-                                           "torch.softmax(torch.as_tensor(x), dim=axis).numpy()\n"}), "softmax"),
+                                           "torch.softmax(torch.as_tensor(x), dim=axis).numpy()\n"}), "shortcut"),
         "hidden_shortcut": (with_cells(CH, {"softmax": "import torch, sys\ndef softmax(x, axis=-1):\n    f = getattr("
                                             "torch, 'soft' + 'max')\n    return f(torch.as_tensor(x), dim=axis).numpy()\n"}),
-                            "softmax"),
-        "loops_in_softmax": (with_cells(CH, {"softmax": LOOP_FOREVER}), "softmax"),
+                            "shortcut"),
+        "loops_in_softmax": (with_cells(CH, {"softmax": LOOP_FOREVER}), "broken"),
         "eats_memory": (with_cells(CH, {"softmax": "def softmax(x, axis=-1):\n    hog = np.ones((2**31,))\n"
-                                        "    return hog\n"}), "softmax"),
+                                        "    return hog\n"}), "broken"),
     }
     return cases
 
@@ -86,7 +92,8 @@ def _write_outside():
 def _patch_numpy():
     return ("import numpy, numpy.testing, builtins\nnumpy.allclose = lambda *a, **k: True\n"
             "numpy.testing.assert_allclose = lambda *a, **k: None\nnumpy.array_equal = lambda *a, **k: True\n"
-            "builtins.abs = lambda x: 0\n")
+            "builtins.abs = lambda x: 0\nimport torch\ntorch.allclose = lambda *a, **k: True\n"
+            "torch.softmax = lambda x, *a, **k: x\ntorch.testing.assert_close = lambda *a, **k: None\n")
 
 
 def _hide_errors():
@@ -140,23 +147,36 @@ def graded(tmp_path_factory):
 
 @pytest.mark.parametrize("case", list(class_of_cheats()))
 def test_case_gets_exact_score(graded, case):
-    results, expected = graded
+    results, expectations = graded
+    expected = expectations[case]
     full = scores(results["solution"])
     got = scores(results[case])
     assert set(got) == set(full), f"{case}: tests {sorted(set(got) ^ set(full))} appeared or vanished"
     assert results[case]["max_score"] == results["solution"]["max_score"]
+    lost = sorted(n for n in full if got[n] < full[n])
     if expected == "full":
-        lost = {n: results[case]["tests"] for n in full if got[n] < full[n]}
         assert not lost, f"{case}: correct work lost points: " + "; ".join(
             t["output"] for t in results[case]["tests"] if t["score"] < t["max_score"])
+    elif expected == "shortcut":
+        assert lost == ["test_softmax", "test_softmax_stability"], f"{case}: lost {lost}"
+    elif expected == "axis":
+        assert lost == ["test_softmax"], f"{case}: lost {lost}, expected only test_softmax"
     else:
-        for name in full:
-            if name == f"test_{expected}" or name.startswith(f"test_{expected}_"):
-                assert got[name] == 0, f"{case}: {name} should score 0"
-                out = next(t["output"] for t in results[case]["tests"] if t["name"] == name)
-                assert out and "\n" not in out.strip(), f"{case}: {name} needs a one-line reason, got {out!r}"
-            else:
-                assert got[name] == full[name], f"{case}: {name} lost points but {expected} was the only fault"
+        stub = scores(results["stub"])
+        baseline = sorted(n for n in full if stub[n] < full[n])
+        assert lost == baseline, f"{case}: lost {lost}, expected what an unwritten softmax loses: {baseline}"
+    for name in lost:
+        assert got[name] == 0
+        out = next(t["output"] for t in results[case]["tests"] if t["name"] == name)
+        assert out and "\n" not in out.strip(), f"{case}: {name} needs a one-line reason, got {out!r}"
+
+
+def test_unwritten_softmax_costs_softmax_and_its_users_only(graded):
+    results, _ = graded
+    full, stub = scores(results["solution"]), scores(results["stub"])
+    lost = {n for n in full if stub[n] < full[n]}
+    assert {"test_softmax", "test_softmax_stability"} <= lost
+    assert not {n for n in lost if n.startswith(("test_attention_scores", "test_causal_mask", "test_self_attention"))}
 
 
 def test_nothing_escaped(graded):
@@ -166,6 +186,11 @@ def test_nothing_escaped(graded):
     assert not os.path.exists(OUTSIDE + "-grader"), "a submitted 'hidden test' ran in the grader"
     assert not (REPO / "solutions" / "escape.txt").exists()
     assert not (REPO / "autograder" / "checks" / "escape.py").exists()
+
+
+def test_grading_is_deterministic(graded):
+    results, _ = graded
+    assert results["wrong"]["tests"] == results["wrong_again"]["tests"]
 
 
 def test_reasons_name_the_fault(graded):

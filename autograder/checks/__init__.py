@@ -43,7 +43,7 @@ def _hint(hint: str) -> str:
 def expect_type(exercise: str, got, kind, case: str = "", hint: str = "") -> None:
     """`kind`: 'ndarray', 'tensor', or a Python type."""
     if kind == "ndarray":
-        ok, wanted = isinstance(got, np.ndarray), "a NumPy array"
+        ok, wanted = isinstance(got, (np.ndarray, np.generic)), "a NumPy array"
     elif kind == "tensor":
         import torch
 
@@ -87,10 +87,11 @@ def expect_close(exercise: str, got, want, *, atol: float, rtol: float = 0.0, ca
         raise CheckFailed(
             f"{exercise}: {count} of {got_a.size} {what} are nan or inf{_where(case)}; expected finite numbers.{_hint(hint)}"
         )
-    error = np.abs(got_a - want_a)
-    error[np.isinf(want_a) & (got_a == want_a)] = 0.0
-    allowed = atol + rtol * np.abs(want_a)
+    error = np.array(np.abs(got_a - want_a), ndmin=1)  # at least 1-d, so 0-d answers work too
+    error[np.array(np.isinf(want_a) & (got_a == want_a), ndmin=1)] = 0.0
+    allowed = np.array(atol + rtol * np.abs(want_a), ndmin=1)
     allowed[~np.isfinite(allowed)] = 0.0
+    got_a, want_a = np.array(got_a, ndmin=1), np.array(want_a, ndmin=1)
     if (error > allowed).any():
         worst = np.unravel_index(int(np.argmax(error - allowed)), error.shape) if error.ndim else ()
         index = list(int(i) for i in worst)
