@@ -176,7 +176,9 @@ def test_unwritten_softmax_costs_softmax_and_its_users_only(graded):
     full, stub = scores(results["solution"]), scores(results["stub"])
     lost = {n for n in full if stub[n] < full[n]}
     assert {"test_softmax", "test_softmax_stability"} <= lost
-    assert not {n for n in lost if n.startswith(("test_attention_scores", "test_causal_mask", "test_self_attention"))}
+    # functions that don't use softmax keep their points (the visible tests of sdpa and self_attention run the
+    # learner's own chain, so an unwritten softmax may cost those)
+    assert not {n for n in lost if n.startswith(("test_attention_scores", "test_causal_mask"))}
 
 
 def test_nothing_escaped(graded):

@@ -1,0 +1,239 @@
+"""Plausible wrong answers for chapter 1 (`01_rnn_limits`), each with exactly the test cells it must lose."""
+
+STEP_NO_TANH = '''def rnn_step(x_t, h_prev, W_xh, W_hh, b_h):
+    return x_t @ W_xh + h_prev @ W_hh + b_h
+'''
+
+STEP_TRANSPOSED_W_HH = '''def rnn_step(x_t, h_prev, W_xh, W_hh, b_h):
+    return np.tanh(x_t @ W_xh + h_prev @ W_hh.T + b_h)
+'''
+
+STEP_SIGMOID = '''def rnn_step(x_t, h_prev, W_xh, W_hh, b_h):
+    return 1.0 / (1.0 + np.exp(-(x_t @ W_xh + h_prev @ W_hh + b_h)))
+'''
+
+STEP_BATCH_ONLY = '''def rnn_step(x_t, h_prev, W_xh, W_hh, b_h):
+    # assumes exactly one batch axis
+    return np.tanh(np.einsum("bi,ij->bj", x_t, W_xh) + np.einsum("bi,ij->bj", h_prev, W_hh) + b_h)
+'''
+
+STEP_TORCH = '''def rnn_step(x_t, h_prev, W_xh, W_hh, b_h):
+    import torch
+    cell = torch.nn.RNNCell(W_xh.shape[0], W_xh.shape[1], dtype=torch.float64)
+    with torch.no_grad():
+        cell.weight_ih.copy_(torch.from_numpy(W_xh.T.copy()))
+        cell.weight_hh.copy_(torch.from_numpy(W_hh.T.copy()))
+        cell.bias_ih.copy_(torch.from_numpy(b_h))
+        cell.bias_hh.zero_()
+        x = torch.from_numpy(x_t.reshape(-1, W_xh.shape[0]))
+        h = torch.from_numpy(h_prev.reshape(-1, W_xh.shape[1]))
+        return cell(x, h).numpy().reshape(x_t.shape[:-1] + (W_xh.shape[1],))
+'''
+
+FORWARD_STACK_AXIS_1 = '''def rnn_forward(X, h_init, W_xh, W_hh, b_h):
+    h, states = h_init, []
+    for t in range(X.shape[-2]):
+        h = rnn_step(X[..., t, :], h, W_xh, W_hh, b_h)
+        states.append(h)
+    return np.stack(states, axis=1)
+'''
+
+FORWARD_ITERATES_AXIS_0 = '''def rnn_forward(X, h_init, W_xh, W_hh, b_h):
+    h, states = h_init, []
+    for x_t in X:
+        h = rnn_step(x_t, h, W_xh, W_hh, b_h)
+        states.append(h)
+    return np.stack(states, axis=-2)
+'''
+
+FORWARD_INCLUDES_H_INIT = '''def rnn_forward(X, h_init, W_xh, W_hh, b_h):
+    h, states = h_init, []
+    for t in range(X.shape[-2]):
+        states.append(h)
+        h = rnn_step(X[..., t, :], h, W_xh, W_hh, b_h)
+    return np.stack(states, axis=-2)
+'''
+
+FORWARD_IGNORES_H_INIT = '''def rnn_forward(X, h_init, W_xh, W_hh, b_h):
+    h, states = np.zeros_like(h_init), []
+    for t in range(X.shape[-2]):
+        h = rnn_step(X[..., t, :], h, W_xh, W_hh, b_h)
+        states.append(h)
+    return np.stack(states, axis=-2)
+'''
+
+FORWARD_TORCH = '''def rnn_forward(X, h_init, W_xh, W_hh, b_h):
+    import torch
+    rnn = torch.nn.RNN(W_xh.shape[0], W_xh.shape[1], batch_first=True, dtype=torch.float64)
+    with torch.no_grad():
+        rnn.weight_ih_l0.copy_(torch.from_numpy(W_xh.T.copy()))
+        rnn.weight_hh_l0.copy_(torch.from_numpy(W_hh.T.copy()))
+        rnn.bias_ih_l0.copy_(torch.from_numpy(b_h))
+        rnn.bias_hh_l0.zero_()
+        out, _ = rnn(torch.from_numpy(X), torch.from_numpy(h_init)[None])
+    return out.numpy()
+'''
+
+JAC_W_HH_NOT_TRANSPOSED = '''def jacobian_first_to_last(H, W_xh, W_hh):
+    J = (1.0 - H[..., 0, :] ** 2)[..., :, None] * W_xh.T
+    for t in range(1, H.shape[-2]):
+        J = (1.0 - H[..., t, :] ** 2)[..., :, None] * (W_hh @ J)
+    return J
+'''
+
+JAC_WRONG_ORDER = '''def jacobian_first_to_last(H, W_xh, W_hh):
+    J = (1.0 - H[..., 0, :] ** 2)[..., :, None] * W_xh.T
+    for t in range(1, H.shape[-2]):
+        J = W_hh.T @ ((1.0 - H[..., t - 1, :] ** 2)[..., :, None] * J)
+    return J
+'''
+
+JAC_NP_DIAG = '''def jacobian_first_to_last(H, W_xh, W_hh):
+    J = np.diag(1.0 - H[..., 0, :] ** 2) @ W_xh.T
+    for t in range(1, H.shape[-2]):
+        J = np.diag(1.0 - H[..., t, :] ** 2) @ W_hh.T @ J
+    return J
+'''
+
+JAC_KEEPS_BATCH_AXIS = '''def jacobian_first_to_last(H, W_xh, W_hh):
+    # always work on a batch (adds one for a single sequence, and forgets to remove it)
+    if H.ndim == 2:
+        H = H[None]
+    J = (1.0 - H[:, 0, :] ** 2)[:, :, None] * W_xh.T
+    for t in range(1, H.shape[1]):
+        J = (1.0 - H[:, t, :] ** 2)[:, :, None] * (W_hh.T @ J)
+    return J
+'''
+
+JAC_TORCH = '''def jacobian_first_to_last(H, W_xh, W_hh):
+    import torch
+    H, Wx, Wh = (torch.from_numpy(a) for a in (H, W_xh, W_hh))
+    D = 1.0 - H ** 2
+    J = torch.diag_embed(D[..., 0, :]) @ Wx.T
+    for t in range(1, H.shape[-2]):
+        J = torch.diag_embed(D[..., t, :]) @ Wh.T @ J
+    return J.numpy()
+'''
+
+CURVE_NO_TANH_DERIVATIVE = '''def influence_curve(H, W_xh, W_hh):
+    # the Jacobian of a linear RNN: forgets diag(1 - h_t^2)
+    J = W_xh.T
+    norms = [np.linalg.norm(J)]
+    for t in range(1, H.shape[0]):
+        J = W_hh.T @ J
+        norms.append(np.linalg.norm(J))
+    return np.array(norms)
+'''
+
+CURVE_SPECTRAL_NORM = '''def influence_curve(H, W_xh, W_hh):
+    J = (1.0 - H[0] ** 2)[:, None] * W_xh.T
+    norms = [np.linalg.norm(J, 2)]
+    for t in range(1, H.shape[0]):
+        J = (1.0 - H[t] ** 2)[:, None] * (W_hh.T @ J)
+        norms.append(np.linalg.norm(J, 2))
+    return np.array(norms)
+'''
+
+CURVE_STOPS_EARLY = '''def influence_curve(H, W_xh, W_hh):
+    # "negligible" influence is left at 0 to save work
+    norms = np.zeros(H.shape[0])
+    J = (1.0 - H[0] ** 2)[:, None] * W_xh.T
+    norms[0] = np.linalg.norm(J)
+    for t in range(1, H.shape[0]):
+        J = (1.0 - H[t] ** 2)[:, None] * (W_hh.T @ J)
+        norms[t] = np.linalg.norm(J)
+        if norms[t] < 1e-12:
+            break
+    return norms
+'''
+
+CURVE_TORCH = '''def influence_curve(H, W_xh, W_hh):
+    import torch
+    H, Wx, Wh = (torch.from_numpy(a) for a in (H, W_xh, W_hh))
+    J = (1.0 - H[0] ** 2)[:, None] * Wx.T
+    norms = [torch.linalg.matrix_norm(J)]
+    for t in range(1, H.shape[0]):
+        J = (1.0 - H[t] ** 2)[:, None] * (Wh.T @ J)
+        norms.append(torch.linalg.matrix_norm(J))
+    return torch.stack(norms).numpy()
+'''
+
+SCORES_NO_SCALE = '''def pairwise_scores(X):
+    return X @ np.swapaxes(X, -1, -2)
+'''
+
+SCORES_DIVIDE_BY_D = '''def pairwise_scores(X):
+    return X @ np.swapaxes(X, -1, -2) / X.shape[-1]
+'''
+
+SCORES_DOT_T = '''def pairwise_scores(X):
+    return X @ X.T / np.sqrt(X.shape[-1])
+'''
+
+SCORES_KEEPS_BATCH_AXIS = '''def pairwise_scores(X):
+    # always work on a batch (adds one for a single sequence, and forgets to remove it)
+    if X.ndim == 2:
+        X = X[None]
+    return X @ np.swapaxes(X, -1, -2) / np.sqrt(X.shape[-1])
+'''
+
+SCORES_TORCH = '''def pairwise_scores(X):
+    import torch
+    x = torch.from_numpy(X)
+    return (torch.matmul(x, x.transpose(-2, -1)) / X.shape[-1] ** 0.5).numpy()
+'''
+
+WRONG_ANSWERS = [
+    # rnn_step
+    {"why": "forgets the tanh", "replace": {"rnn_step": STEP_NO_TANH}, "loses": ["test_rnn_step"]},
+    {"why": "uses W_hh transposed", "replace": {"rnn_step": STEP_TRANSPOSED_W_HH}, "loses": ["test_rnn_step"]},
+    {"why": "sigmoid instead of tanh", "replace": {"rnn_step": STEP_SIGMOID}, "loses": ["test_rnn_step"]},
+    {"why": "hard-codes one batch axis with einsum", "replace": {"rnn_step": STEP_BATCH_ONLY},
+     "loses": ["test_rnn_step_shapes"]},
+    {"why": "shortcut: torch.nn.RNNCell", "replace": {"rnn_step": STEP_TORCH},
+     "loses": ["test_rnn_step", "test_rnn_step_shapes"]},
+    # rnn_forward
+    {"why": "stacks along axis 1, so one sequence comes out transposed", "replace": {"rnn_forward": FORWARD_STACK_AXIS_1},
+     "loses": ["test_rnn_forward"]},
+    {"why": "iterates over axis 0 (the batch, for a batch of sequences)",
+     "replace": {"rnn_forward": FORWARD_ITERATES_AXIS_0}, "loses": ["test_rnn_forward_batch"]},
+    {"why": "returns h_init, h_0, ..., h_{n-2} (off by one)", "replace": {"rnn_forward": FORWARD_INCLUDES_H_INIT},
+     "loses": ["test_rnn_forward", "test_rnn_forward_batch"]},
+    {"why": "starts from zeros instead of h_init", "replace": {"rnn_forward": FORWARD_IGNORES_H_INIT},
+     "loses": ["test_rnn_forward", "test_rnn_forward_batch"]},
+    {"why": "shortcut: torch.nn.RNN", "replace": {"rnn_forward": FORWARD_TORCH},
+     "loses": ["test_rnn_forward", "test_rnn_forward_batch"]},
+    # jacobian_first_to_last
+    {"why": "multiplies by W_hh instead of W_hh^T", "replace": {"jacobian_first_to_last": JAC_W_HH_NOT_TRANSPOSED},
+     "loses": ["test_jacobian_first_to_last", "test_jacobian_first_to_last_batch"]},
+    {"why": "pairs each W_hh^T with the previous step's tanh derivative",
+     "replace": {"jacobian_first_to_last": JAC_WRONG_ORDER},
+     "loses": ["test_jacobian_first_to_last", "test_jacobian_first_to_last_batch"]},
+    {"why": "np.diag for the tanh derivative (only works for one sequence)",
+     "replace": {"jacobian_first_to_last": JAC_NP_DIAG}, "loses": ["test_jacobian_first_to_last_batch"]},
+    {"why": "adds a batch axis for one sequence and never removes it",
+     "replace": {"jacobian_first_to_last": JAC_KEEPS_BATCH_AXIS}, "loses": ["test_jacobian_first_to_last"]},
+    {"why": "shortcut: computes it with torch", "replace": {"jacobian_first_to_last": JAC_TORCH},
+     "loses": ["test_jacobian_first_to_last", "test_jacobian_first_to_last_batch"]},
+    # influence_curve
+    {"why": "forgets the tanh derivative (a linear RNN's Jacobian)",
+     "replace": {"influence_curve": CURVE_NO_TANH_DERIVATIVE}, "loses": ["test_influence_curve"]},
+    {"why": "spectral norm instead of the Frobenius norm", "replace": {"influence_curve": CURVE_SPECTRAL_NORM},
+     "loses": ["test_influence_curve", "test_influence_curve_tiny"]},
+    {"why": "stops when the influence drops below 1e-12 and leaves zeros",
+     "replace": {"influence_curve": CURVE_STOPS_EARLY}, "loses": ["test_influence_curve_tiny"]},
+    {"why": "shortcut: computes it with torch", "replace": {"influence_curve": CURVE_TORCH},
+     "loses": ["test_influence_curve", "test_influence_curve_tiny"]},
+    # pairwise_scores
+    {"why": "forgets the 1/sqrt(d) scale", "replace": {"pairwise_scores": SCORES_NO_SCALE},
+     "loses": ["test_pairwise_scores", "test_pairwise_scores_batch"]},
+    {"why": "divides by d instead of sqrt(d)", "replace": {"pairwise_scores": SCORES_DIVIDE_BY_D},
+     "loses": ["test_pairwise_scores", "test_pairwise_scores_batch"]},
+    {"why": "X.T reverses every axis of a batch", "replace": {"pairwise_scores": SCORES_DOT_T},
+     "loses": ["test_pairwise_scores_batch"]},
+    {"why": "adds a batch axis for one sequence and never removes it",
+     "replace": {"pairwise_scores": SCORES_KEEPS_BATCH_AXIS},
+     "loses": ["test_pairwise_scores"]},
+    {"why": "shortcut: torch.matmul", "replace": {"pairwise_scores": SCORES_TORCH},
+     "loses": ["test_pairwise_scores", "test_pairwise_scores_batch"]},
+]
