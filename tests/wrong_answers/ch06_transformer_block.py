@@ -1,0 +1,207 @@
+"""Plausible wrong answers for chapter 6, `06_transformer_block`, and the test cells each must lose.
+
+Each entry replaces solution cells (by grade_id) with a wrong version; `loses` lists exactly the test cells that must
+drop to 0. The sources are built from the correct cells below with one targeted edit each, so every entry differs
+from the solution in exactly the way its `why` says.
+"""
+
+LAYERNORM = '''class LayerNorm(nn.Module):
+    def __init__(self, d, eps=1e-5):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(d))
+        self.bias = nn.Parameter(torch.zeros(d))
+
+    def forward(self, x):
+        mu = x.mean(dim=-1, keepdim=True)
+        var = ((x - mu) ** 2).mean(dim=-1, keepdim=True)
+        return (x - mu) / torch.sqrt(var + self.eps) * self.weight + self.bias
+'''
+
+FEEDFORWARD = '''class FeedForward(nn.Module):
+    def __init__(self, d_model, d_ff, activation="relu"):
+        super().__init__()
+        self.activation = activation
+        self.fc1 = nn.Linear(d_model, d_ff)
+        self.fc2 = nn.Linear(d_ff, d_model)
+
+    def forward(self, x):
+        h = self.fc1(x)
+        if self.activation == "relu":
+            h = torch.clamp(h, min=0)
+        else:
+            h = 0.5 * h * (1 + torch.erf(h / math.sqrt(2.0)))
+        return self.fc2(h)
+'''
+
+BLOCK = '''class TransformerBlock(nn.Module):
+    def __init__(self, d_model, n_heads, d_ff, activation="gelu"):
+        super().__init__()
+        self.ln1 = LayerNorm(d_model)
+        self.attn = MultiHeadAttention(d_model, n_heads)
+        self.ln2 = LayerNorm(d_model)
+        self.ffn = FeedForward(d_model, d_ff, activation)
+
+    def forward(self, x, mask=None):
+        x = x + self.attn(self.ln1(x), mask)
+        x = x + self.ffn(self.ln2(x))
+        return x
+'''
+
+GPT = '''class GPTLike(nn.Module):
+    def __init__(self, vocab_size, d_model, n_heads, d_ff, n_layers, max_len):
+        super().__init__()
+        self.tok_emb = nn.Embedding(vocab_size, d_model)
+        self.pos_emb = nn.Embedding(max_len, d_model)
+        self.blocks = nn.ModuleList([TransformerBlock(d_model, n_heads, d_ff) for _ in range(n_layers)])
+        self.ln_f = LayerNorm(d_model)
+        self.unembed = nn.Linear(d_model, vocab_size, bias=False)
+
+    def forward(self, ids):
+        n = ids.shape[1]
+        x = self.tok_emb(ids) + self.pos_emb(torch.arange(n))
+        mask = torch.ones(n, n, dtype=torch.bool).tril()
+        for block in self.blocks:
+            x = block(x, mask)
+        return self.unembed(self.ln_f(x))
+'''
+
+
+def _edit(source, old, new):
+    assert old in source, old
+    return source.replace(old, new)
+
+
+LN_TESTS = ["test_LayerNorm", "test_LayerNorm_params", "test_LayerNorm_grad", "test_LayerNorm_eps"]
+FFN_TESTS = ["test_FeedForward", "test_FeedForward_gelu"]
+BLOCK_TESTS = ["test_TransformerBlock", "test_TransformerBlock_residual"]
+GPT_TESTS = ["test_GPTLike", "test_GPTLike_shape", "test_GPTLike_causal"]
+
+WRONG_ANSWERS = [
+    # ---------------------------------------------------------------- LayerNorm
+    {"why": "unbiased variance (torch.var's default divides by d - 1)",
+     "replace": {"LayerNorm": _edit(LAYERNORM, "var = ((x - mu) ** 2).mean(dim=-1, keepdim=True)",
+                                    "var = x.var(dim=-1, keepdim=True)")},
+     "loses": LN_TESTS},
+    {"why": "normalises over dim=1 (right for (n, d) inputs, wrong with a batch dimension)",
+     "replace": {"LayerNorm": _edit(_edit(LAYERNORM, "mu = x.mean(dim=-1, keepdim=True)", "mu = x.mean(dim=1, keepdim=True)"),
+                                    "var = ((x - mu) ** 2).mean(dim=-1, keepdim=True)",
+                                    "var = ((x - mu) ** 2).mean(dim=1, keepdim=True)")},
+     "loses": ["test_LayerNorm"]},
+    {"why": "shifts before scaling: (x_hat + bias) * weight",
+     "replace": {"LayerNorm": _edit(LAYERNORM, "return (x - mu) / torch.sqrt(var + self.eps) * self.weight + self.bias",
+                                    "return ((x - mu) / torch.sqrt(var + self.eps) + self.bias) * self.weight")},
+     "loses": ["test_LayerNorm_params"]},
+    {"why": "treats the mean and variance as constants (detached), so the gradient w.r.t. x is wrong",
+     "replace": {"LayerNorm": _edit(_edit(LAYERNORM, "mu = x.mean(dim=-1, keepdim=True)",
+                                          "mu = x.mean(dim=-1, keepdim=True).detach()"),
+                                    "var = ((x - mu) ** 2).mean(dim=-1, keepdim=True)",
+                                    "var = ((x - mu) ** 2).mean(dim=-1, keepdim=True).detach()")},
+     "loses": ["test_LayerNorm_grad"]},
+    {"why": "eps outside the square root: / (sqrt(var) + eps)",
+     "replace": {"LayerNorm": _edit(LAYERNORM, "torch.sqrt(var + self.eps)", "(torch.sqrt(var) + self.eps)")},
+     "loses": ["test_LayerNorm_eps"]},
+    {"why": "ignores the eps argument (always 1e-5)",
+     "replace": {"LayerNorm": _edit(LAYERNORM, "self.eps = eps", "self.eps = 1e-5")},
+     "loses": ["test_LayerNorm_eps"]},
+    {"why": "shortcut: calls F.layer_norm",
+     "replace": {"LayerNorm": _edit(LAYERNORM,
+                                    "return (x - mu) / torch.sqrt(var + self.eps) * self.weight + self.bias",
+                                    "return F.layer_norm(x, x.shape[-1:], self.weight, self.bias, self.eps)")},
+     "loses": LN_TESTS},
+    {"why": "shortcut: wraps torch.nn.LayerNorm's functional core (torch.layer_norm)",
+     "replace": {"LayerNorm": _edit(LAYERNORM,
+                                    "return (x - mu) / torch.sqrt(var + self.eps) * self.weight + self.bias",
+                                    "return torch.layer_norm(x, x.shape[-1:], self.weight, self.bias, self.eps)")},
+     "loses": LN_TESTS},
+    # ---------------------------------------------------------------- FeedForward
+    {"why": "ReLU written as clamp(max=0): keeps the negative part",
+     "replace": {"FeedForward": _edit(FEEDFORWARD, "torch.clamp(h, min=0)", "torch.clamp(h, max=0)")},
+     "loses": ["test_FeedForward"]},
+    {"why": "ignores the activation argument (always ReLU)",
+     "replace": {"FeedForward": _edit(FEEDFORWARD, 'if self.activation == "relu":', "if True:")},
+     "loses": ["test_FeedForward_gelu"]},
+    {"why": "GELU written as x * sigmoid(x) (that is SiLU)",
+     "replace": {"FeedForward": _edit(FEEDFORWARD, "h = 0.5 * h * (1 + torch.erf(h / math.sqrt(2.0)))",
+                                      "h = h * torch.sigmoid(h)")},
+     "loses": ["test_FeedForward_gelu"]},
+    {"why": "applies the activation after fc2 as well",
+     "replace": {"FeedForward": _edit(FEEDFORWARD, "return self.fc2(h)", "return torch.clamp(self.fc2(h), min=0)")},
+     "loses": FFN_TESTS},
+    {"why": "fc2 without bias",
+     "replace": {"FeedForward": _edit(FEEDFORWARD, "nn.Linear(d_ff, d_model)", "nn.Linear(d_ff, d_model, bias=False)")},
+     "loses": FFN_TESTS},
+    # ---------------------------------------------------------------- TransformerBlock
+    {"why": "parallel block: the FFN reads the block's input instead of the stream after attention",
+     "replace": {"TransformerBlock": _edit(BLOCK, """        x = x + self.attn(self.ln1(x), mask)
+        x = x + self.ffn(self.ln2(x))
+        return x""", """        return x + self.attn(self.ln1(x), mask) + self.ffn(self.ln2(x))""")},
+     "loses": ["test_TransformerBlock"]},
+    {"why": "reuses ln1 in front of the FFN (ln2 never used)",
+     "replace": {"TransformerBlock": _edit(BLOCK, "self.ffn(self.ln2(x))", "self.ffn(self.ln1(x))")},
+     "loses": ["test_TransformerBlock"]},
+    {"why": "adds in place (x += ...): overwrites the caller's tensor and fails when x requires grad",
+     "replace": {"TransformerBlock": _edit(BLOCK, """        x = x + self.attn(self.ln1(x), mask)
+        x = x + self.ffn(self.ln2(x))""", """        x += self.attn(self.ln1(x), mask)
+        x += self.ffn(self.ln2(x))""")},
+     "loses": ["test_TransformerBlock_residual"]},
+    {"why": "no residual connections",
+     "replace": {"TransformerBlock": _edit(BLOCK, """        x = x + self.attn(self.ln1(x), mask)
+        x = x + self.ffn(self.ln2(x))""", """        x = self.attn(self.ln1(x), mask)
+        x = self.ffn(self.ln2(x))""")},
+     "loses": BLOCK_TESTS},
+    {"why": "post-norm block: LayerNorm after each residual add",
+     "replace": {"TransformerBlock": _edit(BLOCK, """        x = x + self.attn(self.ln1(x), mask)
+        x = x + self.ffn(self.ln2(x))""", """        x = self.ln1(x + self.attn(x, mask))
+        x = self.ln2(x + self.ffn(x))""")},
+     "loses": BLOCK_TESTS},
+    {"why": "shortcut: torch's nn.TransformerEncoderLayer(norm_first=True) under the block's name",
+     "replace": {"TransformerBlock": '''class TransformerBlock(nn.Module):
+    def __init__(self, d_model, n_heads, d_ff, activation="gelu"):
+        super().__init__()
+        self.layer = nn.TransformerEncoderLayer(d_model, n_heads, d_ff, dropout=0.0, activation=activation,
+                                                batch_first=True, norm_first=True)
+        self.ln1, self.ln2 = self.layer.norm1, self.layer.norm2
+        self.attn = MultiHeadAttention(d_model, n_heads)
+        self.ffn = FeedForward(d_model, d_ff, activation)
+
+    def forward(self, x, mask=None):
+        return self.layer(x, src_mask=None if mask is None else ~mask)
+'''},
+     "loses": BLOCK_TESTS},
+    # ---------------------------------------------------------------- GPTLike
+    {"why": "forgets the final LayerNorm before the unembedding",
+     "replace": {"GPTLike": _edit(GPT, "return self.unembed(self.ln_f(x))", "return self.unembed(x)")},
+     "loses": ["test_GPTLike"]},
+    {"why": "forgets the position embeddings",
+     "replace": {"GPTLike": _edit(GPT, "x = self.tok_emb(ids) + self.pos_emb(torch.arange(n))", "x = self.tok_emb(ids)")},
+     "loses": ["test_GPTLike"]},
+    {"why": "adds the whole position table (works only when n == max_len)",
+     "replace": {"GPTLike": _edit(GPT, "self.pos_emb(torch.arange(n))", "self.pos_emb.weight")},
+     "loses": ["test_GPTLike_shape"]},
+    {"why": "never passes the causal mask to the blocks",
+     "replace": {"GPTLike": _edit(GPT, "x = block(x, mask)", "x = block(x)")},
+     "loses": ["test_GPTLike_causal"]},
+    {"why": "causal mask the wrong way round (triu: attends to the future)",
+     "replace": {"GPTLike": _edit(GPT, ".tril()", ".triu()")},
+     "loses": ["test_GPTLike", "test_GPTLike_causal"]},
+    {"why": "shortcut: torch's nn.TransformerEncoder stack",
+     "replace": {"GPTLike": '''class GPTLike(nn.Module):
+    def __init__(self, vocab_size, d_model, n_heads, d_ff, n_layers, max_len):
+        super().__init__()
+        self.tok_emb = nn.Embedding(vocab_size, d_model)
+        self.pos_emb = nn.Embedding(max_len, d_model)
+        layer = nn.TransformerEncoderLayer(d_model, n_heads, d_ff, dropout=0.0, activation="gelu",
+                                           batch_first=True, norm_first=True)
+        self.blocks = nn.TransformerEncoder(layer, n_layers, enable_nested_tensor=False)
+        self.ln_f = LayerNorm(d_model)
+        self.unembed = nn.Linear(d_model, vocab_size, bias=False)
+
+    def forward(self, ids):
+        n = ids.shape[1]
+        x = self.tok_emb(ids) + self.pos_emb(torch.arange(n))
+        mask = torch.ones(n, n, dtype=torch.bool).triu(1)
+        return self.unembed(self.ln_f(self.blocks(x, mask=mask)))
+'''},
+     "loses": GPT_TESTS},
+]
