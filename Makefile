@@ -52,11 +52,11 @@ $(MATHJAX):
 	cd .mathjax-tmp && npm pack --silent mathjax@3.2.2 >/dev/null && tar xzf mathjax-3.2.2.tgz
 	mv .mathjax-tmp/package/es5 _static/mathjax && rm -rf .mathjax-tmp
 
-book: venv release $(MATHJAX)
+book: venv release data $(MATHJAX)
 	$(BIN)/python -m autograder book-solutions
 	$(BIN)/jupyter-book build . --builder html -W --keep-going
 
-test: venv $(MATHJAX)
+test: venv data $(MATHJAX)
 	$(BIN)/python -m pytest -n 2 --dist loadgroup
 
 test-fast: venv

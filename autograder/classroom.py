@@ -92,15 +92,18 @@ def grade_class(chapter: Chapter, submissions: Path, out: Path, *, jobs: int = 0
             if isinstance(reason, str):
                 results[student] = Result(notebook="", chapter=chapter.name, max_score=max_score(chapter),
                                           error=reason).to_json()
-        context = multiprocessing.get_context("spawn")
-        with futures.ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool, \
-                tqdm(total=len(found), desc=f"grading {chapter.name}", unit="student", disable=not progress,
-                     initial=len(found) - len(todo)) as bar:
+        # Workers are forked from this process, which has already imported nbgrader and the checks: each
+        # starts in milliseconds instead of re-importing everything. Learner code never runs in them (it runs
+        # in sandboxed kernels), and the pool is created before any other thread (the progress bar's) exists.
+        context = multiprocessing.get_context("fork")
+        with futures.ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
             running = {
                 pool.submit(_grade_student, chapter, student, str(path.resolve()), str(template),
                             str(Path(tmp) / "students" / student), time_limit, memory, sandbox): student
                 for student, path in todo.items()
             }
+            bar = tqdm(total=len(found), desc=f"grading {chapter.name}", unit="student", disable=not progress,
+                       initial=len(found) - len(todo))
             for done in futures.as_completed(running):
                 student = running[done]
                 try:
@@ -116,6 +119,7 @@ def grade_class(chapter: Chapter, submissions: Path, out: Path, *, jobs: int = 0
                 (folder / "feedback.html").write_text(
                     feedback or _error_page(student, chapter, data.get("error", "unknown")))
                 bar.update(1)
+            bar.close()
     for student, data in results.items():
         if not (out / student / "results.json").exists():
             (out / student).mkdir(exist_ok=True)

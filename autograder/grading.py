@@ -16,7 +16,11 @@ from pathlib import Path
 
 import nbformat
 from nbgrader.api import Gradebook
+from jupyter_core.paths import jupyter_config_dir
+from nbconvert.exporters import HTMLExporter
+from nbconvert.preprocessors import CSSHTMLHeaderPreprocessor
 from nbgrader.converters import Autograde, GenerateFeedback
+from nbgrader.preprocessors import GetGrades
 from nbgrader.coursedir import CourseDirectory
 from nbgrader.preprocessors import (AssignLatePenalties, CheckCellMetadata, IgnorePattern, LimitOutput,
                                     SaveAutoGrades)
@@ -210,10 +214,35 @@ def grade_one(chapter: Chapter, notebook: Path, *, template: Path | None = None,
     coursedir = CourseDirectory(config=config)
     with quiet_logs():
         Autograde(coursedir=coursedir, config=config).start()
-        if feedback:
-            GenerateFeedback(coursedir=coursedir, config=config).start()
     _collect(result, root, chapter, student)
+    if feedback and result.error is None:
+        write_feedback(root, chapter, student)
     return result, root
+
+
+_feedback_exporter = None
+
+
+def write_feedback(root: Path, chapter: Chapter, student: str) -> Path:
+    """nbgrader's feedback page (its GetGrades preprocessor and 'feedback' template, configured as GenerateFeedback
+    configures them), with one exporter kept per process: building it is most of GenerateFeedback's cost."""
+    global _feedback_exporter
+    if _feedback_exporter is None:
+        config = GenerateFeedback(coursedir=CourseDirectory(config=nbgrader_config(root)),
+                                  config=nbgrader_config(root)).config
+        _feedback_exporter = HTMLExporter(config=config)
+    graded = root / "autograded" / student / chapter.name / f"{chapter.name}.ipynb"
+    nb = nbformat.read(graded, as_version=4)
+    resources = {"nbgrader": {"notebook": chapter.name, "assignment": chapter.name, "student": student,
+                              "db_url": f"sqlite:///{root / 'gradebook.db'}"},
+                 "config_dir": jupyter_config_dir()}
+    nb, resources = GetGrades().preprocess(nb, resources)
+    nb, resources = CSSHTMLHeaderPreprocessor().preprocess(nb, resources)
+    body, _ = _feedback_exporter.from_notebook_node(nb, resources)
+    page = root / "feedback" / student / chapter.name / f"{chapter.name}.html"
+    page.parent.mkdir(parents=True, exist_ok=True)
+    page.write_text(body)
+    return page
 
 
 def _collect(result: Result, root: Path, chapter: Chapter, student: str) -> None:
