@@ -1,0 +1,363 @@
+"""Hidden tests for chapter 7, `07_training`: batches, the next-token loss, the learning-rate schedule, sampling, and
+the chat prompt.
+
+Functions that take a `torch.Generator` are called through `env().run` (a generator is not plain data, so the
+snippet builds it from a seed on the learner's side). References are computed here: `F.cross_entropy` for the loss,
+the closed-form schedule, exact softmax probabilities for sampling. Nothing here trains a model.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import CheckFailed, env, expect, expect_close, expect_equal, expect_shape, expect_type, rng
+
+# The loss exercise builds cross-entropy from logits: the library's cross-entropy / NLL earn nothing.
+FORBID_LOSS = [
+    "torch.nn.functional.cross_entropy", "torch.nn.functional.nll_loss", "torch._C._nn.cross_entropy_loss",
+    "torch._C._nn.nll_loss*", "torch.nn.modules.loss.*",
+]
+FORBID_LR = ["torch.optim.lr_scheduler.*"]
+
+SYSTEM_KO = "아래는 사용자와 유능하고 매우 지능적인 AI 조수의 대화이다."
+
+
+def _tensor(seed, shape, scale=1.0):
+    return torch.from_numpy(rng(seed).normal(size=shape) * scale).float()
+
+
+# ----------------------------------------------------------------------------------------------------- get_batch
+def _batch(data, block_size, batch_size, seed, case, check_y=False):
+    code = """
+import torch
+_g = torch.Generator().manual_seed(seed)
+out = get_batch(data, block_size, batch_size, _g)
+"""
+    got = env().run("get_batch", code, inputs={"data": data, "block_size": block_size, "batch_size": batch_size,
+                                               "seed": seed}, outputs=["out"], case=case)["out"]
+    expect(isinstance(got, (tuple, list)) and len(got) == 2,
+           f"get_batch: expected a pair (x, y) for {case}; got {type(got).__name__}. Return `x, y`.")
+    x, y = got
+    for name, t in (("x", x), ("y", y)) if check_y else (("x", x),):
+        expect_type("get_batch", t, "tensor", case=f"{name}, {case}")
+        expect_shape("get_batch", t, (batch_size, block_size), case=f"{name}, {case}",
+                     hint="Both x and y are (batch_size, block_size).")
+        expect(t.dtype == torch.int64,
+               f"get_batch: {name} should hold token ids (torch.int64) for {case}; got {t.dtype}.")
+    return x, y
+
+
+def get_batch_shapes():
+    """Shapes, dtype, and the shift by one: y[:, t] is the token after x[:, t]."""
+    for seed, n, block, batch in [(1, 500, 8, 4), (2, 97, 16, 3), (3, 2000, 32, 7)]:
+        data = torch.from_numpy(rng(seed).permutation(n))     # distinct tokens: a shift can't match by chance
+        case = f"data of length {n}, block_size={block}, batch_size={batch}"
+        x, y = _batch(data, block, batch, seed, case, check_y=True)
+        expect(torch.equal(x[:, 1:], y[:, :-1]),
+               f"get_batch: y must be x shifted left by one for {case} (y[:, :-1] == x[:, 1:]); it is not. "
+               "The target at position t is the token at t + 1.")
+
+
+def get_batch_windows():
+    """Every row of x is a real window of data; all valid starts are reachable; the generator decides the draw.
+    (y is the shapes test's business.)"""
+    for seed, n, block, batch in [(4, 300, 10, 6), (5, 1000, 64, 12)]:
+        data = torch.arange(n) * 7 + 3
+        case = f"data of length {n}, block_size={block}, batch_size={batch}"
+        x, y = _batch(data, block, batch, seed, case)
+        starts = (x[:, 0] - 3) // 7
+        want_x = data[starts[:, None] + torch.arange(block)]
+        expect(bool(torch.all((starts >= 0) & (starts + block < n))) and torch.equal(x, want_x),
+               f"get_batch: each row of x must be data[i : i + block_size] for a start i with i + block_size < "
+               f"len(data), for {case}. Index a contiguous slice of data.")
+    # A corpus only 3 tokens longer than the block: starts 0, 1 and 2 are valid, and all must come up.
+    n, block, batch = 19, 16, 300
+    data = torch.arange(n) * 7 + 3
+    case = f"data of length {n}, block_size={block}, batch_size={batch}"
+    x, _ = _batch(data, block, batch, 6, case)
+    seen = sorted(set(((x[:, 0] - 3) // 7).tolist()))
+    expect(seen == [0, 1, 2],
+           f"get_batch: with {case}, the valid starts are [0, 1, 2] and each should be drawn; got starts {seen}. "
+           "Draw starts from torch.randint(len(data) - block_size, ...): the last start is len(data) - block_size - 1.")
+    # The generator, not the global seed, decides the draw.
+    data = torch.arange(5000)
+    case = "data of length 5000, block_size=8, batch_size=16"
+    a, _ = _batch(data, 8, 16, 11, case + ", generator seed 11")
+    b, _ = _batch(data, 8, 16, 12, case + ", generator seed 12")
+    c, _ = _batch(data, 8, 16, 11, case + ", generator seed 11 again")
+    expect(torch.equal(a, c), f"get_batch: the same generator seed must give the same batch for {case}.")
+    expect(not torch.equal(a, b),
+           f"get_batch: generators seeded 11 and 12 gave the same batch for {case}. "
+           "Pass the generator to torch.randint(..., generator=generator).")
+
+
+# ------------------------------------------------------------------------------------------------- next_token_loss
+def _reference_loss(logits, targets):
+    return F.cross_entropy(logits.double().flatten(0, 1), targets.flatten())
+
+
+def next_token_loss_value():
+    """The mean cross-entropy over every position, against F.cross_entropy."""
+    for seed, (b, t, v) in [(21, (2, 5, 11)), (22, (3, 7, 65)), (23, (1, 1, 4)), (24, (4, 16, 30))]:
+        logits = _tensor(seed, (b, t, v), 2.0)
+        targets = torch.from_numpy(rng(seed + 100).integers(0, v, size=(b, t)))
+        case = f"logits of shape {(b, t, v)}"
+        got = env().call("next_token_loss", logits, targets, case=case, forbid=FORBID_LOSS)
+        expect_type("next_token_loss", got, "tensor", case)
+        # (a 0-dim tensor may arrive as shape (1,) from the kernel: numpy.save writes at least one dimension)
+        expect(got.numel() == 1, f"next_token_loss: expected one number (a 0-dim tensor) for {case}; got shape "
+                                 f"{tuple(got.shape)}. Return the mean over batch and positions.")
+        expect_close("next_token_loss", got.double().reshape(1), _reference_loss(logits, targets).reshape(1), atol=1e-4, rtol=1e-5,
+                     case=case, what="loss",
+                     hint="Average −log p(target) over all batch × position entries (not the sum).")
+
+
+def next_token_loss_stability():
+    """Large logits stay finite, and adding a constant to every logit changes nothing (softmax is shift-invariant)."""
+    for seed, (b, t, v), shift in [(31, (2, 6, 9), 1000.0), (32, (3, 4, 20), -800.0)]:
+        logits = _tensor(seed, (b, t, v), 3.0)
+        targets = torch.from_numpy(rng(seed + 100).integers(0, v, size=(b, t)))
+        case = f"logits of shape {(b, t, v)}"
+        base = env().call("next_token_loss", logits, targets, case=case, forbid=FORBID_LOSS)
+        shifted = env().call("next_token_loss", logits + shift, targets, case=f"{case} plus {shift:g}",
+                             forbid=FORBID_LOSS)
+        for value in (base, shifted):
+            expect_type("next_token_loss", value, "tensor", case)
+        expect(bool(torch.isfinite(shifted.double()).all()),
+               f"next_token_loss: got {float(shifted.double().reshape(-1)[0]):g} for {case} plus {shift:g}; "
+               "expected a finite loss. Subtract the row maximum before exp (or use logsumexp).")
+        expect_close("next_token_loss", shifted.double().reshape(-1)[:1], base.double().reshape(-1)[:1], atol=1e-3, rtol=1e-4,
+                     case=f"{case}: loss(logits + {shift:g}) vs loss(logits)", what="loss",
+                     hint="Adding a constant to every logit must not change the loss.")
+
+
+def next_token_loss_grad():
+    """autograd can differentiate it: the gradient points along softmax(logits) − one_hot(targets)."""
+    code = """
+logits = logits.clone().requires_grad_(True)
+loss = next_token_loss(logits, targets)
+loss.backward()
+grad = logits.grad
+"""
+    for seed, (b, t, v) in [(41, (2, 3, 7)), (42, (3, 5, 13))]:
+        logits = _tensor(seed, (b, t, v))
+        targets = torch.from_numpy(rng(seed + 100).integers(0, v, size=(b, t)))
+        case = f"logits of shape {(b, t, v)}"
+        grad = env().run("next_token_loss", code, inputs={"logits": logits, "targets": targets}, outputs=["grad"],
+                         case=case, forbid=FORBID_LOSS)["grad"]
+        expect(grad is not None and not (isinstance(grad, dict)),
+               f"next_token_loss: loss.backward() left no gradient on the logits for {case}. "
+               "Stay in torch operations (no .item(), .numpy(), .detach() or torch.tensor(...) of a result).")
+        expect_type("next_token_loss", grad, "tensor", case)
+        want = torch.softmax(logits.double(), -1) - F.one_hot(targets, v).double()
+        got = grad.double()
+        cosine = float((got * want).sum() / (got.norm() * want.norm() + 1e-30))
+        expect(cosine > 0.999,
+               f"next_token_loss: the gradient with respect to the logits has the wrong direction for {case} "
+               f"(cosine {cosine:.3f} with softmax − one_hot). Check which logit each target picks.")
+
+
+# ----------------------------------------------------------------------------------------------------------- lr_at
+def _reference_lr(it, max_lr, warmup, max_iters, min_lr):
+    if it < warmup:
+        return max_lr * (it + 1) / warmup
+    if it >= max_iters:
+        return min_lr
+    progress = (it - warmup) / (max_iters - warmup)
+    return min_lr + 0.5 * (1 + math.cos(math.pi * progress)) * (max_lr - min_lr)
+
+
+def _lr(it, max_lr, warmup, max_iters, min_lr):
+    case = f"it={it}, max_lr={max_lr:g}, warmup={warmup}, max_iters={max_iters}, min_lr={min_lr:g}"
+    got = env().call("lr_at", it, max_lr, warmup, max_iters, min_lr, case=case, forbid=FORBID_LR)
+    try:
+        value = float(got)
+    except (TypeError, ValueError):
+        raise CheckFailed(f"lr_at: expected a number for {case}; got {type(got).__name__}.") from None
+    return value, case
+
+
+def lr_at_warmup():
+    """Linear warm-up: max_lr · (it + 1) / warmup for it < warmup."""
+    for max_lr, warmup, max_iters, min_lr in [(1e-3, 100, 2000, 1e-4), (6e-4, 10, 50, 0.0), (3e-3, 7, 100, 3e-4)]:
+        for it in sorted({0, 1, warmup // 2, warmup - 1}):
+            got, case = _lr(it, max_lr, warmup, max_iters, min_lr)
+            want = _reference_lr(it, max_lr, warmup, max_iters, min_lr)
+            expect(abs(got - want) <= 1e-9 + 1e-6 * want,
+                   f"lr_at: expected {want:.6g} during warm-up for {case}; got {got:.6g}. "
+                   "Warm-up is max_lr · (it + 1) / warmup, so the first step already moves.")
+
+
+def lr_at_cosine():
+    """Cosine decay from max_lr at it = warmup to min_lr at it = max_iters, then min_lr."""
+    for max_lr, warmup, max_iters, min_lr in [(1e-3, 100, 2000, 1e-4), (6e-4, 10, 50, 0.0), (2e-3, 0, 300, 2e-4)]:
+        span = max_iters - warmup
+        for it in [warmup, warmup + span // 4, warmup + span // 2, warmup + 3 * span // 4, max_iters - 1,
+                   max_iters, max_iters + 17]:
+            got, case = _lr(it, max_lr, warmup, max_iters, min_lr)
+            want = _reference_lr(it, max_lr, warmup, max_iters, min_lr)
+            expect(abs(got - want) <= 1e-9 + 1e-6 * want,
+                   f"lr_at: expected {want:.6g} for {case}; got {got:.6g}. After warm-up, "
+                   "lr = min_lr + ½(1 + cos(π·progress))·(max_lr − min_lr), progress = (it − warmup)/(max_iters − warmup); "
+                   "min_lr from max_iters on.")
+
+
+# ------------------------------------------------------------------------------------------------------ sample_next
+def _sample(logits, temperature, top_k, seed, case):
+    code = """
+import torch
+_g = torch.Generator().manual_seed(seed)
+out = sample_next(logits, temperature, top_k, _g)
+"""
+    got = env().run("sample_next", code, inputs={"logits": logits, "temperature": temperature, "top_k": top_k,
+                                                 "seed": seed}, outputs=["out"], case=case)["out"]
+    expect_type("sample_next", got, "tensor", case)
+    expect_shape("sample_next", got, (logits.shape[0], 1), case, hint="One token id per row: shape (batch, 1).")
+    expect(got.dtype == torch.int64, f"sample_next: expected token ids (torch.int64) for {case}; got {got.dtype}.")
+    ids = got[:, 0]
+    expect(bool(((ids >= 0) & (ids < logits.shape[1])).all()),
+           f"sample_next: got ids outside [0, {logits.shape[1]}) for {case}.")
+    return ids
+
+
+def _expect_frequencies(ids, probs, case, hint):
+    """Empirical frequencies within 5 standard errors (+0.002) of the exact probabilities."""
+    n = ids.numel()
+    freq = torch.bincount(ids, minlength=probs.numel()).double() / n
+    allowed = 5 * torch.sqrt(probs * (1 - probs) / n) + 2e-3
+    bad = (freq - probs).abs() > allowed
+    if bad.any():
+        j = int(torch.argmax((freq - probs).abs() - allowed))
+        raise CheckFailed(
+            f"sample_next: token {j} was drawn with frequency {float(freq[j]):.4f} over {n} draws for {case}; "
+            f"expected {float(probs[j]):.4f} ± {float(allowed[j]):.4f}. {hint}")
+
+
+def _spaced_logits(seed, v, spread=4.0):
+    """A shuffled ramp: neighbouring logits differ by spread / (v − 1), so top-k and argmax are unambiguous."""
+    ramp = torch.linspace(-spread / 2, spread / 2, v, dtype=torch.float64)
+    return ramp[torch.from_numpy(rng(seed).permutation(v))].float()
+
+
+def sample_next_frequencies():
+    """temperature 1, no top-k: draws follow softmax(logits); the generator decides them."""
+    n = 20000
+    for seed, v in [(51, 6), (52, 12)]:
+        row = _tensor(seed, (v,), 1.0)
+        logits = row.repeat(n, 1)
+        case = f"{n} rows of the same {v} logits, temperature=1, top_k=None"
+        ids = _sample(logits, 1.0, None, seed, case)
+        _expect_frequencies(ids, torch.softmax(row.double(), -1), case,
+                            "Sample from softmax(logits) with torch.multinomial (not argmax).")
+    logits = _tensor(53, (200, 10))
+    case = "logits of shape (200, 10)"
+    a = _sample(logits, 1.0, None, 1, case + ", generator seed 1")
+    b = _sample(logits, 1.0, None, 2, case + ", generator seed 2")
+    expect(not torch.equal(a, b),
+           f"sample_next: generators seeded 1 and 2 gave the same draws for {case}. "
+           "Pass the generator to torch.multinomial(..., generator=generator).")
+
+
+def sample_next_temperature():
+    """temperature divides the logits: near 0 it is argmax, above 1 it flattens the distribution."""
+    for seed, v in [(61, 8), (62, 30)]:
+        row = _spaced_logits(seed, v, spread=1.5 * (v - 1))       # neighbours 1.5 apart: 30 T apart at T = 0.05
+        for temperature in (0.01, 0.05):
+            case = f"500 rows of {v} logits, temperature={temperature}, top_k=None"
+            ids = _sample(row.repeat(500, 1), temperature, None, seed, case)
+            expect(bool((ids == int(row.argmax())).all()),
+                   f"sample_next: with {case} every draw should be the argmax {int(row.argmax())}; "
+                   f"{int((ids != row.argmax()).sum())} of 500 were not. Divide the logits by the temperature.")
+        row = _spaced_logits(seed, v)
+        for temperature in (0.5, 2.0):
+            n = 20000
+            case = f"{n} rows of {v} logits, temperature={temperature}, top_k=None"
+            ids = _sample(row.repeat(n, 1), temperature, None, seed, case)
+            _expect_frequencies(ids, torch.softmax(row.double() / temperature, -1), case,
+                                "The probabilities are softmax(logits / temperature) (eq. 2.9).")
+
+
+def sample_next_top_k():
+    """Only the k largest logits of each row can be drawn, in proportion to their softmax probabilities."""
+    n = 20000
+    for seed, v, k, temperature in [(71, 10, 3, 1.0), (72, 20, 5, 1.0), (73, 7, 1, 1.0)]:
+        rows = torch.stack([_spaced_logits(seed, v), _spaced_logits(seed + 50, v)])
+        logits = rows.repeat(n // 2, 1)                 # two different rows, alternating: top-k is per row
+        case = f"{n} rows alternating two sets of {v} logits, temperature={temperature}, top_k={k}"
+        ids = _sample(logits, temperature, k, seed, case)
+        for r in range(2):
+            row_ids = ids[r::2]
+            allowed = torch.topk(rows[r], k).indices
+            outside = ~torch.isin(row_ids, allowed)
+            expect(not bool(outside.any()),
+                   f"sample_next: {int(outside.sum())} draws fell outside the top {k} logits of their row for {case}. "
+                   "Set every logit below the row's k-th largest to −inf before the softmax (per row).")
+            probs = torch.zeros(v, dtype=torch.float64)
+            probs[allowed] = torch.softmax(rows[r].double()[allowed] / temperature, -1)
+            _expect_frequencies(row_ids, probs, f"{case}, row {r}",
+                                "Inside the top k, draw in proportion to softmax(logits / temperature).")
+    # top_k larger than the vocabulary keeps everything
+    row = _spaced_logits(74, 5)
+    case = f"{n} rows of 5 logits, temperature=1, top_k=50"
+    ids = _sample(row.repeat(n, 1), 1.0, 50, 74, case)
+    _expect_frequencies(ids, torch.softmax(row.double(), -1), case, "top_k larger than the vocabulary keeps all.")
+
+
+# ----------------------------------------------------------------------------------------------------- chat_prompt
+def _reference_prompt(messages, system=SYSTEM_KO, user="사용자", assistant="AI"):
+    names = {"user": user, "assistant": assistant}
+    return system.strip() + "\n\n" + "".join(f"{names[m['role']]}:\n{m['content'].strip()}\n\n"
+                                              for m in messages) + f"{assistant}:\n"
+
+
+def _expect_prompt(got, want, case, hint):
+    expect_type("chat_prompt", got, str, case)
+    if got != want:
+        at = next((i for i, (a, b) in enumerate(zip(got, want)) if a != b), min(len(got), len(want)))
+        raise CheckFailed(
+            f"chat_prompt: the prompt differs from the template at character {at} for {case}: expected "
+            f"{want[max(0, at - 15):at + 15]!r}, got {got[max(0, at - 15):at + 15]!r}. {hint}")
+
+
+def chat_prompt_format():
+    """The default template: the seed's Korean opening line, `사용자:` / `AI:` turns, and the cue `AI:` at the end."""
+    conversations = [
+        [{"role": "user", "content": "배가 아파요. 어떻게 하죠?"}],
+        [{"role": "user", "content": "  Who is Hamlet?\n"}, {"role": "assistant", "content": "The prince of Denmark."},
+         {"role": "user", "content": "And his father?"}],
+        [],
+    ]
+    for i, messages in enumerate(conversations):
+        case = f"conversation {i + 1} ({len(messages)} messages, default names)"
+        got = env().call("chat_prompt", messages, case=case)
+        _expect_prompt(got, _reference_prompt(messages), case,
+                       "System line, blank line, then 'NAME:' / content / blank line per turn, ending with 'AI:\\n'.")
+
+
+def chat_prompt_names():
+    """The system line and both speaker names are parameters; an unknown role is an error (ValueError)."""
+    messages = [{"role": "user", "content": "What news from Rome?"},
+                {"role": "assistant", "content": "The people are up in arms."},
+                {"role": "user", "content": "Why?"}]
+    kwargs = {"system": "A conversation between a USER and a wise COUNSELLOR.", "user": "USER",
+              "assistant": "COUNSELLOR"}
+    case = "3 messages, user='USER', assistant='COUNSELLOR', an English system line"
+    got = env().call("chat_prompt", messages, case=case, **kwargs)
+    _expect_prompt(got, _reference_prompt(messages, **kwargs), case, "Use the system, user and assistant arguments.")
+    code = """
+try:
+    chat_prompt(messages)
+    raised = "nothing"
+except ValueError:
+    raised = "ValueError"
+except Exception as error:
+    raised = type(error).__name__
+"""
+    bad = [{"role": "user", "content": "hi"}, {"role": "narrator", "content": "Exit, pursued by a bear."}]
+    raised = env().run("chat_prompt", code, inputs={"messages": bad}, outputs=["raised"],
+                       case="a message with role 'narrator'")["raised"]
+    expect_equal("chat_prompt", raised, "ValueError", case="a message with role 'narrator'",
+                 what="exception", hint="Raise ValueError for a role other than 'user' or 'assistant'.")

@@ -1,0 +1,53 @@
+"""Named training configurations: `python -m gpt.train --config cpu|gpu|tiny`."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+
+@dataclass
+class TrainConfig:
+    name: str
+    # model (see gpt.model.GPTConfig)
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 128
+    block_size: int = 64
+    dropout: float = 0.0
+    # optimisation: AdamW, linear warm-up then cosine decay from lr to min_lr
+    batch_size: int = 12
+    max_iters: int = 2000
+    lr: float = 1e-3
+    min_lr: float = 1e-4
+    warmup_iters: int = 100
+    weight_decay: float = 0.1
+    beta2: float = 0.99
+    grad_clip: float = 1.0
+    # evaluation and logging: a few fixed batches, not too often (evaluation is not training)
+    eval_interval: int = 500
+    eval_iters: int = 20
+    log_interval: int = 10
+    sample_chars: int = 500
+    seed: int = 1337
+    # speed knobs; None = decide from the device (compile and bf16 on CUDA, neither on CPU)
+    compile: bool | None = None
+    flash: bool = True
+    threads: int | None = None   # CPU threads; None = every core this process may use
+    extra: dict = field(default_factory=dict)
+
+
+CONFIGS = {
+    # nanoGPT's CPU recipe for Shakespeare-char (README, "I only have a macbook"): about 0.8 M parameters.
+    "cpu": TrainConfig("cpu"),
+    # nanoGPT's config/train_shakespeare_char.py: about 10.65 M parameters; minutes on one modern GPU.
+    "gpu": TrainConfig("gpu", n_layer=6, n_head=6, n_embd=384, block_size=256, dropout=0.2, batch_size=64,
+                       max_iters=5000, eval_interval=500, eval_iters=50, log_interval=50),
+    # seconds on a laptop: for the unit tests and the book page.
+    "tiny": TrainConfig("tiny", n_layer=2, n_head=2, n_embd=64, block_size=32, batch_size=16, max_iters=300,
+                        warmup_iters=20, eval_interval=50, eval_iters=10, sample_chars=200, threads=1),
+}
+
+
+def get_config(name: str, **overrides) -> TrainConfig:
+    if name not in CONFIGS:
+        raise SystemExit(f"unknown config {name!r}; choose one of {', '.join(CONFIGS)}")
+    return replace(CONFIGS[name], **{k: v for k, v in overrides.items() if v is not None})

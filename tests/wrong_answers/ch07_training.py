@@ -1,0 +1,207 @@
+"""Plausible wrong answers for chapter 7 (`07_training`) and exactly which test cells each must lose."""
+
+GET_BATCH_NO_SHIFT = '''
+def get_batch(data, block_size, batch_size, generator=None):
+    starts = torch.randint(len(data) - block_size, (batch_size,), generator=generator)
+    x = data[starts[:, None] + torch.arange(block_size)]
+    return x, x.clone()          # forgot the shift: the model is asked to copy, not to predict
+'''
+
+GET_BATCH_NEVER_LAST = '''
+def get_batch(data, block_size, batch_size, generator=None):
+    starts = torch.randint(len(data) - block_size - 1, (batch_size,), generator=generator)   # off by one
+    window = data[starts[:, None] + torch.arange(block_size + 1)]
+    return window[:, :-1], window[:, 1:]
+'''
+
+GET_BATCH_GLOBAL_RNG = '''
+def get_batch(data, block_size, batch_size, generator=None):
+    starts = torch.randint(len(data) - block_size, (batch_size,))          # ignores the generator
+    window = data[starts[:, None] + torch.arange(block_size + 1)]
+    return window[:, :-1], window[:, 1:]
+'''
+
+LOSS_SUM = '''
+def next_token_loss(logits, targets):
+    picked = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    return (torch.logsumexp(logits, dim=-1) - picked).sum()               # sum, not mean
+'''
+
+LOSS_NAIVE = '''
+def next_token_loss(logits, targets):
+    probs = torch.exp(logits) / torch.exp(logits).sum(-1, keepdim=True)   # overflows for large logits
+    return -torch.log(probs.gather(-1, targets.unsqueeze(-1))).mean()
+'''
+
+LOSS_DETACHED = '''
+def next_token_loss(logits, targets):
+    logits = logits.detach()                                              # cuts the graph
+    picked = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    return (torch.logsumexp(logits, dim=-1) - picked).mean()
+'''
+
+LOSS_LIBRARY = '''
+def next_token_loss(logits, targets):
+    return F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+'''
+
+LR_FROM_ZERO = '''
+def lr_at(it, max_lr, warmup, max_iters, min_lr):
+    if it < warmup:
+        return max_lr * it / warmup                                       # step 0 has learning rate 0
+    if it >= max_iters:
+        return min_lr
+    progress = (it - warmup) / (max_iters - warmup)
+    return min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (max_lr - min_lr)
+'''
+
+LR_TO_ZERO = '''
+def lr_at(it, max_lr, warmup, max_iters, min_lr):
+    if it < warmup:
+        return max_lr * (it + 1) / warmup
+    if it >= max_iters:
+        return min_lr
+    progress = (it - warmup) / (max_iters - warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * progress)) * max_lr            # decays to 0, not to min_lr
+'''
+
+LR_LINEAR = '''
+def lr_at(it, max_lr, warmup, max_iters, min_lr):
+    if it < warmup:
+        return max_lr * (it + 1) / warmup
+    if it >= max_iters:
+        return min_lr
+    progress = (it - warmup) / (max_iters - warmup)
+    return max_lr - progress * (max_lr - min_lr)                          # linear, not cosine
+'''
+
+SAMPLE_GLOBAL_RNG = '''
+def sample_next(logits, temperature=1.0, top_k=None, generator=None):
+    logits = logits / temperature
+    if top_k is not None:
+        kth = torch.topk(logits, min(top_k, logits.size(-1)), dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    return torch.multinomial(torch.softmax(logits, dim=-1), 1)            # ignores the generator
+'''
+
+SAMPLE_TIMES_T = '''
+def sample_next(logits, temperature=1.0, top_k=None, generator=None):
+    logits = logits * temperature                                         # multiplies instead of dividing
+    if top_k is not None:
+        kth = torch.topk(logits, min(top_k, logits.size(-1)), dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    return torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator)
+'''
+
+SAMPLE_MASK_ZERO = '''
+def sample_next(logits, temperature=1.0, top_k=None, generator=None):
+    logits = logits / temperature
+    if top_k is not None:
+        kth = torch.topk(logits, min(top_k, logits.size(-1)), dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, 0.0)                    # 0 is not "impossible"
+    return torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator)
+'''
+
+SAMPLE_BATCH_KTH = '''
+def sample_next(logits, temperature=1.0, top_k=None, generator=None):
+    logits = logits / temperature
+    if top_k is not None:
+        kth = torch.topk(logits.flatten(), top_k).values[-1]               # one threshold for the whole batch
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    return torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator)
+'''
+
+CHAT_DEFAULT_NAME = '''
+SYSTEM_KO = "아래는 사용자와 유능하고 매우 지능적인 AI 조수의 대화이다."
+
+
+def chat_prompt(messages, system=SYSTEM_KO, user="사용자", assistant="AI 조수"):   # wrong default name
+    names = {"user": user, "assistant": assistant}
+    parts = [system.strip() + "\\n\\n"]
+    for message in messages:
+        if message["role"] not in names:
+            raise ValueError(message["role"])
+        parts.append(f"{names[message['role']]}:\\n{message['content'].strip()}\\n\\n")
+    return "".join(parts) + f"{assistant}:\\n"
+'''
+
+CHAT_HARDCODED = '''
+SYSTEM_KO = "아래는 사용자와 유능하고 매우 지능적인 AI 조수의 대화이다."
+
+
+def chat_prompt(messages, system=SYSTEM_KO, user="사용자", assistant="AI"):
+    names = {"user": "사용자", "assistant": "AI"}                           # ignores the name arguments
+    parts = [system.strip() + "\\n\\n"]
+    for message in messages:
+        if message["role"] not in names:
+            raise ValueError(message["role"])
+        parts.append(f"{names[message['role']]}:\\n{message['content'].strip()}\\n\\n")
+    return "".join(parts) + "AI:\\n"
+'''
+
+CHAT_SKIPS_UNKNOWN = '''
+SYSTEM_KO = "아래는 사용자와 유능하고 매우 지능적인 AI 조수의 대화이다."
+
+
+def chat_prompt(messages, system=SYSTEM_KO, user="사용자", assistant="AI"):
+    names = {"user": user, "assistant": assistant}
+    parts = [system.strip() + "\\n\\n"]
+    for message in messages:
+        if message["role"] in names:                                      # silently drops other roles
+            parts.append(f"{names[message['role']]}:\\n{message['content'].strip()}\\n\\n")
+    return "".join(parts) + f"{assistant}:\\n"
+'''
+
+CHAT_NO_CUE = '''
+SYSTEM_KO = "아래는 사용자와 유능하고 매우 지능적인 AI 조수의 대화이다."
+
+
+def chat_prompt(messages, system=SYSTEM_KO, user="사용자", assistant="AI"):
+    names = {"user": user, "assistant": assistant}
+    parts = [system.strip() + "\\n\\n"]
+    for message in messages:
+        if message["role"] not in names:
+            raise ValueError(message["role"])
+        parts.append(f"{names[message['role']]}:\\n{message['content'].strip()}\\n\\n")
+    return "".join(parts)                                                 # no cue for the assistant
+'''
+
+WRONG_ANSWERS = [
+    {"why": "get_batch returns y = x (no shift by one)",
+     "replace": {"get_batch": GET_BATCH_NO_SHIFT}, "loses": ["test_get_batch_shapes"]},
+    {"why": "get_batch draws starts from randint(len - block - 1): the last window never comes up",
+     "replace": {"get_batch": GET_BATCH_NEVER_LAST}, "loses": ["test_get_batch_windows"]},
+    {"why": "get_batch ignores the generator (global RNG)",
+     "replace": {"get_batch": GET_BATCH_GLOBAL_RNG}, "loses": ["test_get_batch_windows"]},
+    {"why": "next_token_loss sums instead of averaging",
+     "replace": {"next_token_loss": LOSS_SUM}, "loses": ["test_next_token_loss_value"]},
+    {"why": "next_token_loss exponentiates raw logits (overflow at 1000)",
+     "replace": {"next_token_loss": LOSS_NAIVE}, "loses": ["test_next_token_loss_stability"]},
+    {"why": "next_token_loss detaches the logits (no gradient)",
+     "replace": {"next_token_loss": LOSS_DETACHED}, "loses": ["test_next_token_loss_grad"]},
+    {"why": "shortcut: F.cross_entropy",
+     "replace": {"next_token_loss": LOSS_LIBRARY},
+     "loses": ["test_next_token_loss_value", "test_next_token_loss_stability", "test_next_token_loss_grad"]},
+    {"why": "lr_at warms up from 0 (it / warmup)",
+     "replace": {"lr_at": LR_FROM_ZERO}, "loses": ["test_lr_at_warmup"]},
+    {"why": "lr_at decays to 0 instead of min_lr",
+     "replace": {"lr_at": LR_TO_ZERO}, "loses": ["test_lr_at_cosine"]},
+    {"why": "lr_at decays linearly",
+     "replace": {"lr_at": LR_LINEAR}, "loses": ["test_lr_at_cosine"]},
+    {"why": "sample_next ignores the generator",
+     "replace": {"sample_next": SAMPLE_GLOBAL_RNG}, "loses": ["test_sample_next_frequencies"]},
+    {"why": "sample_next multiplies the logits by the temperature",
+     "replace": {"sample_next": SAMPLE_TIMES_T}, "loses": ["test_sample_next_temperature"]},
+    {"why": "sample_next sets logits outside the top k to 0 instead of -inf",
+     "replace": {"sample_next": SAMPLE_MASK_ZERO}, "loses": ["test_sample_next_top_k"]},
+    {"why": "sample_next takes one k-th largest threshold over the whole batch",
+     "replace": {"sample_next": SAMPLE_BATCH_KTH}, "loses": ["test_sample_next_top_k"]},
+    {"why": "chat_prompt's default assistant name is 'AI 조수', not 'AI'",
+     "replace": {"chat_prompt": CHAT_DEFAULT_NAME}, "loses": ["test_chat_prompt_format"]},
+    {"why": "chat_prompt ignores the user/assistant arguments",
+     "replace": {"chat_prompt": CHAT_HARDCODED}, "loses": ["test_chat_prompt_names"]},
+    {"why": "chat_prompt silently skips an unknown role",
+     "replace": {"chat_prompt": CHAT_SKIPS_UNKNOWN}, "loses": ["test_chat_prompt_names"]},
+    {"why": "chat_prompt leaves out the final assistant cue",
+     "replace": {"chat_prompt": CHAT_NO_CUE}, "loses": ["test_chat_prompt_format", "test_chat_prompt_names"]},
+]
