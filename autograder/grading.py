@@ -7,6 +7,7 @@ place of its Execute; nbgrader's GenerateFeedback writes the HTML feedback.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -74,6 +75,19 @@ def _grade_ids(nb) -> list[str]:
             if isinstance(c.get("metadata", {}).get("nbgrader"), dict) and "grade_id" in c.metadata["nbgrader"]]
 
 
+def _exercise_ids(nb) -> set[str]:
+    """The ids of graded cells (solutions and tests): what tells one chapter's notebook from another's.
+    Locked cells such as `setup` exist in every chapter and say nothing."""
+    return {c.metadata["nbgrader"]["grade_id"] for c in nb.cells
+            if isinstance(c.get("metadata", {}).get("nbgrader"), dict) and "grade_id" in c.metadata["nbgrader"]
+            and (c.metadata["nbgrader"].get("grade") or c.metadata["nbgrader"].get("solution"))}
+
+
+@functools.lru_cache(maxsize=None)
+def _source_exercise_ids(chapter: Chapter) -> frozenset[str]:
+    return frozenset(_exercise_ids(nbformat.read(chapter.source, as_version=4)))
+
+
 def read_submission(path: Path, chapter: Chapter):
     """Parse and check a submitted notebook; return it without outputs, or raise SubmissionError with one line."""
     path = Path(path)
@@ -96,13 +110,14 @@ def read_submission(path: Path, chapter: Chapter):
                               "copy") from None
     if not isinstance(nb, dict) or not isinstance(nb.get("cells"), list):
         raise SubmissionError(f"{path} is not a Jupyter notebook (no cells)")
-    ids = set(_grade_ids(nb))
-    source_ids = set(_grade_ids(nbformat.read(chapter.source, as_version=4)))
-    if not ids & source_ids:
-        for other in chapters():
-            if other != chapter and ids & set(_grade_ids(nbformat.read(other.source, as_version=4))):
-                raise SubmissionError(f"{path} is the notebook of chapter {other.name}, not {chapter.name}; "
-                                      f"grade it with: python -m autograder check {path}")
+    ids = _exercise_ids(nb)
+    mine = len(ids & _source_exercise_ids(chapter))
+    for other in chapters() if len(ids) > mine else []:
+        theirs = len(ids & _source_exercise_ids(other)) if other != chapter else 0
+        if theirs > mine:
+            raise SubmissionError(f"{path} is the notebook of chapter {other.name}, not {chapter.name}; "
+                                  f"grade it with: python -m autograder check {path} --chapter {other.name}")
+    if not mine:
         raise SubmissionError(f"{path} is not a notebook of this course (none of its cells are exercises of "
                               f"{chapter.name}); start from notebooks/{chapter.name}.ipynb")
     return _normalise(nb, chapter)
