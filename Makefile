@@ -8,10 +8,12 @@ export PATH := $(abspath $(BIN)):$(PATH)
 export PYTHONHASHSEED := 0
 
 STAMP := $(VENV)/.installed
-MATHJAX := _static/mathjax/tex-chtml.js
+# MathJax lives outside _static/ (jupyter-book would add every .js there to every page); _config.yml copies it
+# into the built book's _static/mathjax/ with html_extra_path.
+MATHJAX := _mathjax/_static/mathjax/tex-chtml.js
 CONFIG ?= cpu
 
-.PHONY: help venv lab release book test test-fast check grade bench-grading data train lock clean
+.PHONY: help venv lab release book browser test test-fast check grade bench-grading data train lock clean
 
 help:
 	@echo "make venv           create .venv with the pinned requirements and the course package"
@@ -48,15 +50,23 @@ release: venv
 
 $(MATHJAX):
 	@# MathJax from the npm registry, served with the book so it works offline.
-	rm -rf _static/mathjax .mathjax-tmp && mkdir -p _static .mathjax-tmp
+	rm -rf _mathjax .mathjax-tmp && mkdir -p _mathjax/_static .mathjax-tmp
 	cd .mathjax-tmp && npm pack --silent mathjax@3.2.2 >/dev/null && tar xzf mathjax-3.2.2.tgz
-	mv .mathjax-tmp/package/es5 _static/mathjax && rm -rf .mathjax-tmp
+	mv .mathjax-tmp/package/es5 _mathjax/_static/mathjax && rm -rf .mathjax-tmp
 
 book: venv release data $(MATHJAX)
+	@rm -rf _static/mathjax  # the old location: under _static/ every MathJax file would load on every page
 	$(BIN)/python -m autograder book-solutions
 	$(BIN)/jupyter-book build . --builder html -W --keep-going
 
-test: venv data $(MATHJAX)
+# The browser test opens the built book in Debian's Chromium (no browser downloads); installed here when missing.
+browser:
+	@command -v chromium >/dev/null && fc-list :lang=ko | grep -q . || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium fonts-nanum >/dev/null; }
+
+test: venv data $(MATHJAX) browser
 	$(BIN)/python -m pytest -n 2 --dist loadgroup
 
 test-fast: venv

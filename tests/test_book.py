@@ -2,38 +2,15 @@
 checkout as it was."""
 from __future__ import annotations
 
-import os
 import re
-import subprocess
 
 import pytest
 import yaml
 
 from autograder.course import REPO
+from book_build import built, tracked_changes  # noqa: F401  (the shared build fixture)
 
 pytestmark = [pytest.mark.book, pytest.mark.xdist_group("book")]
-
-
-def make(target):
-    env = dict(os.environ, MAKEFLAGS="")
-    return subprocess.run(["make", "--no-print-directory", target], cwd=REPO, capture_output=True, text=True,
-                          env=env, timeout=1800)
-
-
-def tracked_changes():
-    proc = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO, capture_output=True,
-                          text=True)
-    return proc.stdout.strip() if proc.returncode == 0 else ""
-
-
-@pytest.fixture(scope="module")
-def built():
-    before = tracked_changes()
-    first = make("book")
-    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
-    second = make("book")
-    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
-    return first, second, before
 
 
 def toc_files():
