@@ -84,8 +84,14 @@ def _exercise_ids(nb) -> set[str]:
 
 
 @functools.lru_cache(maxsize=None)
+def _source(chapter: Chapter):
+    """The chapter's source notebook, read once per process (every student needs it; nothing here modifies it)."""
+    return nbformat.read(chapter.source, as_version=4)
+
+
+@functools.lru_cache(maxsize=None)
 def _source_exercise_ids(chapter: Chapter) -> frozenset[str]:
-    return frozenset(_exercise_ids(nbformat.read(chapter.source, as_version=4)))
+    return frozenset(_exercise_ids(_source(chapter)))
 
 
 def read_submission(path: Path, chapter: Chapter):
@@ -128,8 +134,7 @@ def _normalise(nb, chapter: Chapter):
 
     A deleted solution cell comes back as the learner's empty stub, a deleted locked or test cell as the source's."""
     release = nbformat.read(chapter.release, as_version=4) if chapter.release.exists() else None
-    source = nbformat.read(chapter.source, as_version=4)
-    template = release or source
+    template = release or _source(chapter)
     known = {c.metadata["nbgrader"]["grade_id"]: c for c in template.cells
              if "nbgrader" in c.get("metadata", {}) and "grade_id" in c.metadata["nbgrader"]}
     seen, cells = set(), []
@@ -165,15 +170,13 @@ def _normalise(nb, chapter: Chapter):
 
 # --- grading -------------------------------------------------------------------------------------------------------
 def trusted_tests(chapter: Chapter) -> dict[str, str]:
-    source = nbformat.read(chapter.source, as_version=4)
-    return {c.metadata["nbgrader"]["grade_id"]: c.source for c in source.cells
+    return {c.metadata["nbgrader"]["grade_id"]: c.source for c in _source(chapter).cells
             if c.metadata.get("nbgrader", {}).get("grade") and not c.metadata["nbgrader"].get("solution")}
 
 
 def max_score(chapter: Chapter) -> float:
     """Points of the chapter's test cells, from the source notebook."""
-    source = nbformat.read(chapter.source, as_version=4)
-    return float(sum(c.metadata["nbgrader"].get("points", 0) for c in source.cells
+    return float(sum(c.metadata["nbgrader"].get("points", 0) for c in _source(chapter).cells
                      if c.metadata.get("nbgrader", {}).get("grade") and not c.metadata["nbgrader"].get("solution")))
 
 
