@@ -4,9 +4,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 import warnings
 from pathlib import Path
 
+from . import sandbox
 from .course import CourseError, chapter, chapters
 
 
@@ -30,8 +32,12 @@ def cmd_check(args) -> int:
         raise CourseError(f"{notebook}: no such notebook file. Give the path of your notebook, "
                           "e.g. notebooks/04_attention.ipynb")
     ch = chapter(args.chapter) if args.chapter else _chapter_of(notebook)
-    result, _ = grade_one(ch, notebook, time_limit=args.time_limit, memory=args.memory_mib * 2**20,
-                          sandbox=not args.no_sandbox)
+    missing = None if args.no_sandbox else sandbox.available()
+    with tempfile.TemporaryDirectory(prefix="grading-") as workdir:
+        result, _ = grade_one(ch, notebook, time_limit=args.time_limit, memory=args.memory_mib * 2**20,
+                              sandbox=not args.no_sandbox and missing is None, workdir=Path(workdir))
+    if missing:
+        result.events.append(f"your code ran without the sandbox: {missing}")
     if args.json:
         print(json.dumps(result.to_json(), indent=2))
     else:
@@ -42,9 +48,13 @@ def cmd_check(args) -> int:
 def cmd_grade(args) -> int:
     from .classroom import grade_class
 
+    missing = None if args.no_sandbox else sandbox.available()
+    if missing and not args.allow_unsandboxed:
+        raise CourseError(f"can't sandbox the students' code: {missing}. Install it, or pass --allow-unsandboxed "
+                          "to grade without a sandbox (students' code could then read and change this machine)")
     summary = grade_class(chapter(args.chapter), Path(args.submissions), Path(args.out), jobs=args.jobs,
-                          time_limit=args.time_limit, memory=args.memory_mib * 2**20, sandbox=not args.no_sandbox,
-                          progress=not args.no_progress)
+                          time_limit=args.time_limit, memory=args.memory_mib * 2**20, sandbox=not args.no_sandbox and missing is None,
+                          progress=not args.no_progress, student_time_limit=args.student_time_limit)
     print(summary)
     return 0
 
@@ -92,6 +102,10 @@ def parser() -> argparse.ArgumentParser:
     grade.add_argument("--out", required=True, help="folder for grades.csv, results.json and feedback")
     grade.add_argument("--jobs", type=int, default=0, help="students graded at once (default: number of cores)")
     grade.add_argument("--no-progress", action="store_true")
+    grade.add_argument("--student-time-limit", type=int, default=1200,
+                       help="seconds for one student's whole grading, restarts included (default 1200)")
+    grade.add_argument("--allow-unsandboxed", action="store_true",
+                       help="grade even where bubblewrap can't sandbox the kernels (students' code is then trusted)")
     limits(grade)
     grade.set_defaults(run=cmd_grade)
 

@@ -20,6 +20,9 @@ SOLUTIONS = REPO / "solutions"
 NOTEBOOKS = REPO / "notebooks"
 COURSE_ID = "transformers-from-scratch"
 CHAPTER_NAME = re.compile(r"^(\d\d)_[a-z0-9_]+$")
+# Files a chapter's notebook reads, as (path under the learner's home, path in this repository): the sandboxed kernel
+# sees these and nothing else of the repository. Chapter 7 finds `data/corpus.txt` in a parent of its working folder.
+DATA = {"07_training": {"data/corpus.txt": "data/corpus.txt"}}
 
 # nbgrader runs the `alembic` executable from PATH when it opens a gradebook, and runs notebooks with the `python3`
 # kernel: both must be this environment's, wherever the command was started from.
@@ -47,6 +50,11 @@ class Chapter:
     @property
     def release(self) -> Path:
         return NOTEBOOKS / f"{self.name}.ipynb"
+
+    @property
+    def data(self) -> dict[str, str]:
+        """The chapter's declared data files: path under the learner's home -> absolute path here."""
+        return {inside: str(REPO / here) for inside, here in DATA.get(self.name, {}).items()}
 
     @property
     def checks_module(self) -> str:

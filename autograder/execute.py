@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import secrets
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -32,10 +31,9 @@ from nbgrader.preprocessors import Execute
 from traitlets import Bool, Dict, Integer, List, Unicode
 
 from . import env as envs
-from . import kernel_shim
+from . import kernel_shim, sandbox
 from .feedback import CheckFailed
 
-SANDBOX_SCRIPT = str(Path(__file__).with_name("sandbox.py"))
 HIDDEN_BEGIN, HIDDEN_END = "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"
 PASS_MARK = "passed"
 
@@ -55,64 +53,91 @@ def split_hidden(source: str) -> tuple[str, str]:
 
 
 class SandboxKernelManager(AsyncKernelManager):
-    """A kernel manager whose kernel starts inside `sandbox.py`."""
+    """A kernel manager whose kernel starts through `sandbox.kernel_command` (bubblewrap and cgroups)."""
 
-    sandbox_args = List(Unicode())
+    workdir = Unicode()
+    memory = Integer(2 * 2**30)
+    data = Dict()
+    preamble = Unicode("")
+    sandboxed = Bool(True)
 
     def format_kernel_cmd(self, extra_arguments=None):
-        kernel = [sys.executable, "-m", "ipykernel_launcher", "-f", self.connection_file]
-        return [sys.executable, SANDBOX_SCRIPT, *self.sandbox_args, "--", *kernel, *(extra_arguments or [])]
+        # A (re)start begins from nothing: whatever the previous kernel left running is killed first.
+        sandbox.kill_cgroup(sandbox.cgroup_paths(Path(self.workdir)))
+        return sandbox.kernel_command(self.connection_file, workdir=Path(self.workdir), memory=self.memory,
+                                      data=self.data, preamble=self.preamble, sandbox=self.sandboxed)
 
 
 class SandboxedExecute(Execute):
     """See the module docstring."""
 
-    memory_limit = Integer(2 * 2**30, help="bytes of address space for the learner's kernel").tag(config=True)
+    memory_limit = Integer(2 * 2**30, help="bytes of memory for the learner's kernel and all its children").tag(
+        config=True)
     notebook_time_limit = Integer(900, help="seconds for the whole notebook; later cells are not run").tag(config=True)
     max_output_bytes = Integer(2**20, help="output kept per cell").tag(config=True)
-    hide = List(Unicode(), help="folders the kernel must not see (gradebooks, other submissions)").tag(config=True)
+    max_answer_bytes = Integer(64 * 2**20, help="bytes of grader answers kept per request").tag(config=True)
     trusted_tests = Dict(help="grade_id -> test cell source, from the source notebook").tag(config=True)
-    sandbox = Bool(True, help="start the kernel in the sandbox").tag(config=True)
+    sandbox = Bool(True, help="start the kernel in the bubblewrap sandbox").tag(config=True)
+    data = Dict(help="files the kernel may read: path under its home folder -> path on this machine").tag(config=True)
+    kernel_preamble = Unicode("", help="Python source run in the kernel process before ipykernel starts "
+                                       "(standard library only: the grader is not visible there)").tag(config=True)
+    scratch_root = Unicode("", help="folder for the kernels' work folders (default: the system's temp folder)").tag(
+        config=True)
     # A flood of output can outlast the wait for it; the leftovers belong to a finished request and are ignored.
     raise_on_iopub_timeout = Bool(False).tag(config=True)
     report_file = Unicode("", help="where to write what the sandbox achieved and what happened (JSON)").tag(config=True)
 
     def preprocess(self, nb, resources=None, km=None):
-        self._scratch = Path(tempfile.mkdtemp(prefix="kernel-"))
+        # A short path: Unix socket names are limited to 108 bytes.
+        self._workdir = Path(tempfile.mkdtemp(prefix="k-", dir=self.scratch_root or None))
         self._replay: list[str] = []
-        self._kept: dict[int, int] = {}
+        self._kept: dict[str, int] = {}
         self._events: list[str] = []
         self._deadline = time.monotonic() + self.notebook_time_limit
         try:
             return super().preprocess(nb, resources, km)
         finally:
-            report = self._scratch / "sandbox.json"
+            killed = sandbox.kill_cgroup(sandbox.cgroup_paths(self._workdir))
+            if killed:
+                self._events.append(f"{killed} process(es) left by the notebook were stopped")
+            report = self._workdir / "sandbox.json"
             if self.report_file:
-                sandbox = json.loads(report.read_text()) if report.exists() else {}
-                Path(self.report_file).write_text(json.dumps({"sandbox": sandbox, "events": self._events}))
-            shutil.rmtree(self._scratch, ignore_errors=True)
+                info = json.loads(report.read_text()) if report.exists() else {}
+                Path(self.report_file).write_text(json.dumps({"sandbox": info, "events": self._events}))
+            shutil.rmtree(self._workdir, ignore_errors=True)
 
     # --- the kernel -------------------------------------------------------------------------------------------
     def create_kernel_manager(self):
         self.kernel_name = "python3"
+        conn = self._workdir / "conn"
+        conn.mkdir(mode=0o700)
         self.km = SandboxKernelManager(config=self.config, transport="ipc")
-        self.km.ip = str(self._scratch / "kernel")
-        self.km.connection_file = str(self._scratch / "connection.json")
-        args = ["--scratch", str(self._scratch), "--memory", str(self.memory_limit)]
-        for folder in self.hide:
-            args += ["--hide", folder]
-        self.km.sandbox_args = args if self.sandbox else []
-        if not self.sandbox:
-            self.km.format_kernel_cmd = lambda extra_arguments=None: AsyncKernelManager.format_kernel_cmd(
-                self.km, extra_arguments)
+        self.km.ip = str(conn / "kernel")
+        self.km.connection_file = str(conn / "connection.json")
+        self.km.workdir = str(self._workdir)
+        self.km.memory = self.memory_limit
+        self.km.data = dict(self.data)
+        self.km.preamble = self.kernel_preamble
+        self.km.sandboxed = self.sandbox
         return self.km
 
     def _restart(self, why: str) -> None:
+        """A new kernel, with the cells that had run replayed; the replay counts against the notebook's time."""
         self._events.append(why)
         run_sync(self.km.restart_kernel)(now=True)
-        run_sync(self.kc.wait_for_ready)(timeout=120)
+        run_sync(self.kc.wait_for_ready)(timeout=max(5.0, min(120.0, self._deadline - time.monotonic())))
         for source in self._replay:
-            self._execute(source, store_history=True)
+            if time.monotonic() > self._deadline:
+                self._events.append("replay stopped: the notebook's grading time is used up")
+                return
+            try:
+                replayed = self._execute(source, store_history=True)
+            except (CellTimeoutError, DeadKernelError):
+                self._events.append("replay stopped: a replayed cell did not finish")
+                return
+            if _timed_out(replayed.outputs):
+                self._events.append("replay stopped: a replayed cell did not finish")
+                return
 
     def _execute(self, source: str, *, store_history: bool) -> NotebookNode:
         """Run code in the kernel and return a throwaway cell holding its outputs."""
@@ -235,18 +260,23 @@ class SandboxedExecute(Execute):
 
     # --- outputs ------------------------------------------------------------------------------------------------
     def output(self, outs, msg, display_id, cell_index):
-        """Keep at most `max_output_bytes` of output per execution; the rest is dropped, with one line saying so.
-        The grader's own answers are exempt (their size is capped where they are read)."""
+        """Keep at most `max_output_bytes` of output per execution, whatever the message type; the rest is dropped,
+        with one line saying so. The grader's own answers have a budget of their own (`max_answer_bytes`)."""
         content = msg.get("content", {})
-        if kernel_shim.MIME in content.get("data", {}):
-            return super().output(outs, msg, display_id, cell_index)
         key = msg.get("parent_header", {}).get("msg_id", "")
+        ours = isinstance(content.get("data"), dict) and kernel_shim.MIME in content["data"]
+        limit = self.max_answer_bytes if ours else self.max_output_bytes
+        key = ("answer:" if ours else "output:") + key
         size = len(json.dumps(content, default=str))
         kept = self._kept.get(key, 0)
-        if kept + size > self.max_output_bytes and msg["msg_type"] in ("stream", "display_data", "execute_result"):
-            if kept <= self.max_output_bytes:
-                outs.append(_stream(f"[output cut: more than {self.max_output_bytes // 1024} KiB]\n"))
-                self._kept[key] = self.max_output_bytes + 1
+        if msg["msg_type"] == "error":
+            # an error always counts (it decides the cell's fate), but never at full size
+            content["evalue"] = _clip(str(content.get("evalue", "")), 2000)
+            content["traceback"] = [_clip(str(line), 2000) for line in content.get("traceback", [])[-20:]]
+        elif kept + size > limit:
+            if kept <= limit:
+                outs.append(_stream(f"[output cut: more than {limit // 1024} KiB]\n"))
+                self._kept[key] = limit + 1
             return None
         self._kept[key] = kept + size
         return super().output(outs, msg, display_id, cell_index)

@@ -187,7 +187,7 @@ def prepare(chapter: Chapter, folder: Path) -> Path:
 
 
 def grading_config(root: Path, chapter: Chapter, student: str, *, time_limit: int, memory: int, sandbox: bool,
-                   hide: list[str]):
+                   scratch_root: Path | None = None):
     config = nbgrader_config(root, time_limit=time_limit)
     config.CourseDirectory.assignment_id = chapter.name
     config.CourseDirectory.student_id = student
@@ -198,23 +198,16 @@ def grading_config(root: Path, chapter: Chapter, student: str, *, time_limit: in
     config.SandboxedExecute.timeout = time_limit
     config.SandboxedExecute.memory_limit = memory
     config.SandboxedExecute.sandbox = sandbox
-    config.SandboxedExecute.hide = hide
+    config.SandboxedExecute.data = chapter.data
+    config.SandboxedExecute.scratch_root = str(scratch_root or "")
     config.SandboxedExecute.trusted_tests = trusted_tests(chapter)
     config.SandboxedExecute.report_file = str(root / "sandbox-report.json")
     return config
 
 
-def hidden_from_learners(workdir: Path) -> list[str]:
-    """What a learner's kernel must not see: every grading folder, the solutions, the grader, the tests."""
-    import autograder
-
-    return [str(workdir), str(REPO / "solutions"), str(REPO / "book" / "_generated"), str(REPO / "tests"),
-            str(Path(autograder.__file__).resolve().parent)]
-
-
 def grade_one(chapter: Chapter, notebook: Path, *, template: Path | None = None, workdir: Path | None = None,
               student: str = STUDENT, time_limit: int = 30, memory: int = 2 * 2**30, sandbox: bool = True,
-              feedback: bool = False) -> tuple[Result, Path]:
+              feedback: bool = False, scratch_root: Path | None = None) -> tuple[Result, Path]:
     """Grade one submission; return its result and the folder it was graded in (feedback under `feedback/`)."""
     result = Result(notebook=str(notebook), chapter=chapter.name, max_score=max_score(chapter))
     nb = read_submission(notebook, chapter)  # SubmissionError goes to the caller
@@ -228,7 +221,7 @@ def grade_one(chapter: Chapter, notebook: Path, *, template: Path | None = None,
     submitted.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, submitted / f"{chapter.name}.ipynb")
     config = grading_config(root, chapter, student, time_limit=time_limit, memory=memory, sandbox=sandbox,
-                            hide=hidden_from_learners(workdir))
+                            scratch_root=scratch_root)
     coursedir = CourseDirectory(config=config)
     with quiet_logs():
         Autograde(coursedir=coursedir, config=config).start()

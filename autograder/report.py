@@ -7,13 +7,18 @@ from .grading import Result
 
 
 def sandbox_line(sandbox: dict) -> str:
-    if not sandbox:
-        return "sandbox: off (--no-sandbox)"
+    if not sandbox or sandbox.get("sandbox") != "bubblewrap":
+        return ("sandbox: OFF -- the notebook ran with your own permissions (install bubblewrap to sandbox it)"
+                + (f"; memory {sandbox['memory_bytes'] / 2**30:g} GiB per process" if sandbox.get("memory_limit")
+                   else ""))
+    memory = f"{sandbox.get('memory_bytes', 0) / 2**30:g} GiB"
     parts = [
-        "network off" if sandbox.get("network") == "off" else "network NOT isolated on this system",
-        "files read-only outside its scratch folder" if sandbox.get("files", "").startswith("read-only")
-        else "files NOT isolated on this system (run as root or where user namespaces are allowed)",
-        f"memory {sandbox.get('memory_bytes', 0) / 2**30:g} GiB" if sandbox.get("memory_limit") else "no memory limit",
+        "bubblewrap",
+        "no network",
+        "sees only Python, its packages and the chapter's data; writes only its own home and /tmp",
+        f"memory {memory} for the kernel and its children" if sandbox.get("memory_total")
+        else f"memory {memory} per process (no cgroup here)" if sandbox.get("memory_limit") else "no memory limit",
+        f"at most {256} processes" if sandbox.get("processes_total") else "no process limit (no cgroup here)",
     ]
     return "sandbox: " + ", ".join(parts)
 

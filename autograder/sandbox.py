@@ -1,56 +1,231 @@
-"""Start a learner's kernel inside a sandbox, then become it.
+"""Start a learner's kernel in a sandbox built by bubblewrap (`bwrap`), inside a cgroup of its own.
 
-Run as a script, by path, so that the kernel never imports the `autograder` package:
+Two halves, one job:
 
-    python sandbox.py --scratch DIR --memory BYTES [--hide DIR]... -- python -m ipykernel_launcher -f FILE
+- In the grader, `kernel_command()` builds the command line that jupyter_client launches. The kernel's world is an
+  allow-list: read-only, the Python interpreter and the packages it runs on, system libraries and fonts, and the
+  chapter's declared data files; writable, a private home folder (its working directory, kept across kernel restarts)
+  and a private, empty `/tmp`; the folder of its connection file and sockets (bound at the same path, since
+  `connection.json` names them). It gets its own PID, IPC, UTS, network (loopback only) and mount namespaces, no
+  capabilities, a fresh `/proc` and `/dev`, and an environment built from an allow-list. Nothing else exists inside:
+  not the repository, not `.git`, not the solutions or the grader, not other kernels' folders, not the host's `/tmp`.
+- Run as a script (by path: the kernel's side never imports the `autograder` package), it is the first process of
+  that command. It joins the kernel's cgroups (memory and process limits for the kernel *and all its children*
+  together, where cgroups are writable), sets per-process limits, sends the kernel's own stdout/stderr to a file,
+  writes what it achieved to `sandbox.json`, and execs `bwrap`. bwrap's `--die-with-parent` and the PID namespace
+  mean that when the kernel's launcher is killed, everything the kernel started dies with it; `kill_cgroup()`
+  removes whatever is left and the cgroups themselves.
 
-Each step is taken where the operating system allows it, and what was achieved is written to `DIR/sandbox.json`
-before the kernel starts, so the grader can tell the learner:
-1. a session of its own, and limits on memory (address space), file size, CPU seconds and processes;
-2. no network: a network namespace with nothing in it (the kernel talks to the grader over Unix-domain sockets in its
-   scratch folder, which a network namespace does not cut);
-3. a PID namespace: it cannot see or signal the grader or other students' kernels;
-4. a read-only file system except its scratch folder, and the grading folders (gradebooks, other students'
-   submissions) hidden under empty mounts: a mount namespace, then every capability dropped so it cannot be undone;
-5. its scratch folder as working and home directory.
+Where bwrap can't run (macOS, a container without namespaces), `available()` says why; the grader then runs the kernel
+without it (rlimits only) and says so in its report.
 """
-import ctypes
+from __future__ import annotations
+
+import functools
 import json
 import os
 import resource
+import shutil
 import signal
+import subprocess
 import sys
+import time
+from pathlib import Path
 
-CLONE_NEWNS, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x00020000, 0x10000000, 0x20000000, 0x40000000
-MS_RDONLY, MS_BIND, MS_REC, MS_PRIVATE = 0x1, 0x1000, 0x4000, 0x40000
-SYS_MOUNT_SETATTR, AT_FDCWD, AT_RECURSIVE, MOUNT_ATTR_RDONLY = 442, -100, 0x8000, 0x1
-PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 24, 38, 47, 4
-
-libc = ctypes.CDLL(None, use_errno=True)
-libc.syscall.restype = ctypes.c_long
-
-
-class MountAttr(ctypes.Structure):
-    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
-                ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
-
-
-def ok(result):
-    return result == 0
-
-
-def mount(source, target, fstype, flags, data=None):
-    enc = lambda s: s.encode() if s is not None else None  # noqa: E731
-    return ok(libc.mount(enc(source), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data)))
-
-
-def set_readonly(path, readonly):
-    attr = MountAttr(MOUNT_ATTR_RDONLY if readonly else 0, 0 if readonly else MOUNT_ATTR_RDONLY, 0, 0)
-    return ok(libc.syscall(SYS_MOUNT_SETATTR, AT_FDCWD, path.encode(), AT_RECURSIVE,
-                           ctypes.byref(attr), ctypes.sizeof(attr)))
+HOME = "/home/learner"
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+CGROUP_GROUP = "autograder"
+MAX_PROCESSES = 256
+# The kernel's own environment: nothing of the instructor's (tokens, paths, course settings) leaks in.
+PASSED_THROUGH = ("LANG", "LC_ALL", "NBGRADER_EXECUTION", "PYTHONHASHSEED")
+KERNEL_ENV = {
+    "HOME": HOME, "USER": "learner", "LOGNAME": "learner", "TMPDIR": "/tmp", "MPLBACKEND": "Agg",
+    # Config folders live in the fresh /tmp of each kernel start: a file the learner drops there (an IPython
+    # startup script, a Jupyter config) cannot run again when the grader restarts the kernel.
+    "MPLCONFIGDIR": "/tmp/matplotlib", "IPYTHONDIR": "/tmp/ipython", "JUPYTER_CONFIG_DIR": "/tmp/jupyter",
+    "JUPYTER_DATA_DIR": "/tmp/jupyter/data", "JUPYTER_RUNTIME_DIR": "/tmp/jupyter/runtime",
+    "PYTHONDONTWRITEBYTECODE": "1", "PYTHONNOUSERSITE": "1",
+    # several kernels share the cores while a class is graded: one thread each avoids oversubscription
+    "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
+}
+KERNEL_LAUNCH = (
+    "import sys\n"
+    "if sys.path and sys.path[0] == '':\n"
+    "    del sys.path[0]\n"  # as ipykernel_launcher does: the working folder is not a package root
+    "from ipykernel import kernelapp\n"
+    "kernelapp.launch_new_instance()\n"
+)
+ETC_FILES = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "fonts", "localtime", "alternatives", "mime.types",
+             "nsswitch.conf")
 
 
-def limit(kind, value):
+# --- in the grader ---------------------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=None)
+def available() -> str | None:
+    """None when bwrap can build a sandbox here; otherwise the one-line reason it can't."""
+    bwrap = shutil.which("bwrap")
+    if bwrap is None:
+        return "bubblewrap (bwrap) is not installed (Debian/Ubuntu: apt-get install bubblewrap)"
+    probe = [bwrap, "--unshare-all", "--die-with-parent", "--ro-bind", "/", "/", "--proc", "/proc", "--", "true"]
+    try:
+        done = subprocess.run(probe, capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return f"bubblewrap could not start ({error})"
+    if done.returncode != 0:
+        reason = (done.stderr.strip().splitlines() or ["no reason given"])[-1]
+        return f"bubblewrap cannot create namespaces on this system ({reason})"
+    return None
+
+
+def readable_roots() -> list[str]:
+    """What the kernel may read: the interpreter, its standard library and the environment's packages."""
+    roots = {sys.base_prefix, sys.prefix, sys.exec_prefix, sys.base_exec_prefix}
+    real = os.path.realpath(sys.executable)
+    roots.add(str(Path(real).parent.parent))
+    for entry in sys.path:
+        if entry and "site-packages" in entry and os.path.isdir(entry):
+            roots.add(entry)
+    usr = {r for r in roots if r == "/usr" or r.startswith("/usr/")}
+    return sorted(r for r in roots - usr if os.path.isdir(r))
+
+
+def _bwrap_args(conn_dir: Path, home: Path, data: dict[str, str], etc: Path) -> list[str]:
+    args = ["--unshare-all", "--die-with-parent", "--cap-drop", "ALL",
+            "--hostname", "sandbox", "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp",
+            "--ro-bind", "/usr", "/usr"]
+    for top in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
+        path = Path("/") / top
+        if path.is_symlink():
+            args += ["--symlink", os.readlink(path), str(path)]
+        elif path.is_dir():
+            args += ["--ro-bind", str(path), str(path)]
+    for name in ETC_FILES:
+        if os.path.exists(f"/etc/{name}"):
+            args += ["--ro-bind", f"/etc/{name}", f"/etc/{name}"]
+    args += ["--ro-bind", str(etc / "passwd"), "/etc/passwd", "--ro-bind", str(etc / "group"), "/etc/group"]
+    if os.path.isdir("/sys/devices/system/cpu"):  # numpy/torch read the CPU topology from here
+        args += ["--ro-bind", "/sys/devices/system/cpu", "/sys/devices/system/cpu"]
+    for root in readable_roots():
+        args += ["--ro-bind", root, root]
+    args += ["--bind", str(home), HOME, "--bind", str(conn_dir), str(conn_dir)]
+    for inside, outside in sorted(data.items()):
+        args += ["--ro-bind", outside, str(Path(HOME) / inside)]
+    # the root itself (a tmpfs holding the mount points) becomes read-only last
+    return args + ["--remount-ro", "/", "--chdir", HOME, "--clearenv"]
+
+
+def kernel_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = dict(KERNEL_ENV, PATH=os.pathsep.join([str(Path(sys.executable).parent), "/usr/local/bin", "/usr/bin",
+                                                 "/bin"]))
+    env.setdefault("LANG", "C.UTF-8")
+    env.update({k: os.environ[k] for k in PASSED_THROUGH if k in os.environ})
+    env.update(extra or {})
+    return env
+
+
+def kernel_command(connection_file: str, *, workdir: Path, memory: int, data: dict[str, str] | None = None,
+                   preamble: str = "", sandbox: bool = True) -> list[str]:
+    """The command that starts one kernel: this file as a script, then (when `sandbox`) bwrap, then the kernel.
+
+    `workdir` holds `home/` (the learner's folder), the connection folder, `sandbox.json` and `kernel.log`;
+    `data` maps paths under the learner's home to host files it may read (a chapter's declared data)."""
+    workdir = Path(workdir)
+    home = workdir / "home"
+    etc = workdir / "etc"
+    for folder in (home, etc):
+        folder.mkdir(parents=True, exist_ok=True)
+    (etc / "passwd").write_text(f"learner:x:{os.getuid()}:{os.getgid()}:learner:{HOME}:/bin/sh\n")
+    (etc / "group").write_text(f"learner:x:{os.getgid()}:\n")
+    python = [sys.executable, "-c", preamble + "\n" + KERNEL_LAUNCH, "-f", connection_file]
+    outer = [sys.executable, "-S", __file__, "--workdir", str(workdir), "--memory", str(memory),
+             "--owner", str(os.getpid())]
+    if not sandbox:
+        env = kernel_env({"HOME": str(home), "TMPDIR": str(home)})
+        return outer + ["--cwd", str(home), "--env", json.dumps(env), "--", *python]
+    conn_dir = Path(connection_file).parent
+    data = {inside: outside for inside, outside in (data or {}).items() if os.path.isfile(outside)}
+    env_args = [x for k, v in sorted(kernel_env().items()) for x in ("--setenv", k, v)]
+    return outer + ["--", shutil.which("bwrap") or "bwrap", *_bwrap_args(conn_dir, home, data, etc), *env_args,
+                    "--", *python]
+
+
+def cgroup_paths(workdir: Path, owner: int | None = None) -> list[Path]:
+    """The kernel's cgroups (v1: one per controller; v2: one), named after the grader's pid and the work folder."""
+    name = f"{owner or os.getpid()}-{Path(workdir).name}"
+    if (CGROUP_ROOT / "cgroup.controllers").exists():
+        return [CGROUP_ROOT / _own_cgroup("") / CGROUP_GROUP / name]
+    return [CGROUP_ROOT / c / _own_cgroup(c) / CGROUP_GROUP / name for c in ("memory", "pids")]
+
+
+def _own_cgroup(controller: str) -> str:
+    try:
+        for line in Path("/proc/self/cgroup").read_text().splitlines():
+            _, controllers, path = line.split(":", 2)
+            if controller in controllers.split(",") or (not controller and controllers == ""):
+                return path.lstrip("/")
+    except OSError:
+        pass
+    return ""
+
+
+def kill_cgroup(paths: list[Path]) -> int:
+    """Kill every process left in the kernel's cgroups and remove them; return how many were killed."""
+    killed = 0
+    for path in paths:
+        if not path.is_dir():
+            continue
+        if (path / "cgroup.kill").exists():
+            _write(path / "cgroup.kill", "1")
+        for _ in range(50):
+            pids = _pids(path)
+            if not pids:
+                break
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                    killed += 1
+                except ProcessLookupError:
+                    pass
+            time.sleep(0.02)
+        for _ in range(50):
+            try:
+                path.rmdir()
+                break
+            except FileNotFoundError:
+                break
+            except OSError:
+                time.sleep(0.02)
+    return killed
+
+
+def sweep_cgroups() -> None:
+    """Remove our cgroups whose grader is gone (a grader killed with SIGKILL can't clean up after itself)."""
+    for base in {p.parent for p in cgroup_paths(Path("probe"))}:
+        if not base.is_dir():
+            continue
+        for group in base.iterdir():
+            owner = group.name.split("-", 1)[0]
+            if group.is_dir() and owner.isdigit() and not Path(f"/proc/{owner}").exists():
+                kill_cgroup([group])
+
+
+def _pids(path: Path) -> list[int]:
+    try:
+        return [int(p) for p in (path / "cgroup.procs").read_text().split()]
+    except (OSError, ValueError):
+        return []
+
+
+def _write(path: Path, text: str) -> bool:
+    try:
+        path.write_text(text)
+        return True
+    except OSError:
+        return False
+
+
+# --- the kernel's first process --------------------------------------------------------------------------------------
+def _limit(kind, value) -> bool:
     try:
         resource.setrlimit(kind, (value, value))
         return True
@@ -58,106 +233,56 @@ def limit(kind, value):
         return False
 
 
-def enter_namespaces():
-    """As root: mount + network namespaces. Otherwise: a user namespace first, mapping us to ourselves."""
-    if os.geteuid() == 0:
-        return ok(libc.unshare(CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWPID))
-    uid, gid = os.geteuid(), os.getegid()
-    if not ok(libc.unshare(CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWPID)):
-        return False
-    try:
-        for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"), ("gid_map", f"{gid} {gid} 1")):
-            with open(f"/proc/self/{name}", "w") as handle:
-                handle.write(text)
-    except OSError:
-        return False
-    return True
+def _join_cgroups(workdir: Path, memory: int, owner: int) -> dict:
+    """Memory and process caps for this process and all its descendants; False where cgroups aren't writable."""
+    paths = cgroup_paths(workdir, owner)
+    memory_ok = processes_ok = False
+    for path in paths:
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            continue
+        if (path / "memory.max").exists() or (path / "memory.limit_in_bytes").exists():
+            memory_ok = _write(path / "memory.max", str(memory)) or _write(path / "memory.limit_in_bytes", str(memory))
+            _write(path / "memory.swap.max", "0")
+            _write(path / "memory.memsw.limit_in_bytes", str(memory))
+        if (path / "pids.max").exists():
+            processes_ok = _write(path / "pids.max", str(MAX_PROCESSES))
+        if not _write(path / "cgroup.procs", str(os.getpid())):
+            memory_ok = processes_ok = False
+    return {"memory_total": memory_ok, "processes_total": processes_ok}
 
 
-def lock_files(scratch, hidden):
-    """Everything read-only but `scratch`; `hidden` folders replaced by empty ones. True when all of it held."""
-    if not mount(None, "/", None, MS_REC | MS_PRIVATE):
-        return False
-    if not mount(scratch, scratch, None, MS_BIND | MS_REC):
-        return False
-    for folder in hidden:
-        if os.path.isdir(folder) and not os.path.abspath(scratch).startswith(os.path.abspath(folder) + os.sep):
-            if not mount("tmpfs", folder, "tmpfs", MS_RDONLY, "size=64k,mode=555"):
-                return False
-    return set_readonly("/", True) and set_readonly(scratch, False)
-
-
-def drop_capabilities():
-    """No capability survives: the mounts above cannot be undone, and exec grants none back (bounding set empty)."""
-    for cap in range(64):
-        libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0)
-    libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
-    return ok(libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))
-
-
-def join_pids_cgroup(scratch, max_pids=256):
-    """A cap on processes (fork bombs), where a cgroup v1 `pids` hierarchy is writable; root is exempt from RLIMIT_NPROC."""
-    base = "/sys/fs/cgroup/pids"
-    group = os.path.join(base, "autograder", os.path.basename(scratch.rstrip("/")))
-    try:
-        os.makedirs(group, exist_ok=True)
-        with open(os.path.join(group, "pids.max"), "w") as handle:
-            handle.write(str(max_pids))
-        with open(os.path.join(group, "cgroup.procs"), "w") as handle:
-            handle.write(str(os.getpid()))
-        return True
-    except OSError:
-        return limit(resource.RLIMIT_NPROC, max_pids)
-
-
-def main(argv):
+def main(argv: list[str]) -> None:
     split = argv.index("--")
     options, command = argv[:split], argv[split + 1:]
-    pairs = list(zip(options[0::2], options[1::2]))
-    settings = dict(pairs)
-    hidden = [value for key, value in pairs if key == "--hide"]
-    scratch = os.path.abspath(settings["--scratch"])
+    settings = dict(zip(options[0::2], options[1::2]))
+    workdir = Path(settings["--workdir"])
     memory = int(settings["--memory"])
-
-    try:
-        os.setsid()  # jupyter_client usually made us a session leader already
-    except OSError:
-        pass
-    report = {
-        "memory_bytes": memory,
-        "memory_limit": limit(resource.RLIMIT_AS, memory),
-        "processes_limit": join_pids_cgroup(scratch),
-    }
-    limit(resource.RLIMIT_FSIZE, 64 * 2**20)
-    limit(resource.RLIMIT_CPU, int(settings.get("--cpu-seconds", "1800")))
-    limit(resource.RLIMIT_CORE, 0)
-    isolated = enter_namespaces()
-    report["network"] = "off" if isolated else "on"
-    files_locked = isolated and lock_files(scratch, hidden)
-    report["files"] = "read-only outside scratch" if files_locked and drop_capabilities() else "not isolated"
-
-    os.chdir(scratch)
-    env = dict(os.environ)
-    env.update(HOME=scratch, TMPDIR=scratch, MPLCONFIGDIR=os.path.join(scratch, ".matplotlib"),
-               IPYTHONDIR=os.path.join(scratch, ".ipython"), PYTHONDONTWRITEBYTECODE="1", MPLBACKEND="Agg",
-               # several kernels share the cores while a class is graded: one thread each avoids oversubscription
-               OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    with open(os.path.join(scratch, "sandbox.json"), "w") as handle:
-        json.dump(report, handle)
+    sandboxed = Path(command[0]).name == "bwrap"
+    report = {"sandbox": "bubblewrap" if sandboxed else "none", "memory_bytes": memory,
+              **_join_cgroups(workdir, memory, int(settings["--owner"]))}
+    if not report["processes_total"]:
+        _limit(resource.RLIMIT_NPROC, MAX_PROCESSES)  # per user, and root is exempt: the best left without cgroups
+    report["memory_limit"] = _limit(resource.RLIMIT_AS, memory) or report["memory_total"]
+    _limit(resource.RLIMIT_FSIZE, 64 * 2**20)
+    _limit(resource.RLIMIT_CPU, 1800)
+    _limit(resource.RLIMIT_CORE, 0)
+    report["network"] = "off" if sandboxed else "on"
+    report["files"] = "allow-list (read-only system, private home and /tmp)" if sandboxed else "not isolated"
+    (workdir / "sandbox.json").write_text(json.dumps(report))
     # The kernel's own stdout/stderr (C-level writes, crash dumps) go to a file, never to the grader's terminal.
-    log = os.open(os.path.join(scratch, "kernel.log"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    log = os.open(workdir / "kernel.log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     os.dup2(log, 1)
     os.dup2(log, 2)
-    if isolated:
-        # The kernel becomes the first process of a PID namespace of its own: it can see and signal nothing
-        # outside it (not the grader, not other students' kernels). This process stays outside and waits for it;
-        # interrupts reach the kernel through the process group.
-        child = os.fork()
-        if child:
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
-            _, status = os.waitpid(child, 0)
-            os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
-    os.execve(command[0], command, env)
+    os.close(log)
+    # jupyter_client interrupts the kernel with SIGINT to the whole process group: bwrap must not die of it (its
+    # sandbox would die with it). An ignored signal stays ignored across exec; ipykernel sets its own handler.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if not sandboxed:
+        os.chdir(settings["--cwd"])
+        os.execve(command[0], command, json.loads(settings["--env"]))
+    os.execv(command[0], command)
 
 
 if __name__ == "__main__":

@@ -73,8 +73,79 @@ def class_of_cheats():
         "loops_in_softmax": (with_cells(CH, {"softmax": LOOP_FOREVER}), "broken"),
         "eats_memory": (with_cells(CH, {"softmax": "def softmax(x, axis=-1):\n    hog = np.ones((2**31,))\n"
                                         "    return hog\n"}), "broken"),
+        # --- the kernel's world: nothing to find, nobody to reach, nothing left behind
+        "hunts_files": (with_cells(CH, {"softmax": _hunt_for_answers()}), "broken"),
+        "hooks_classmates": (with_cells(CH, {}, [(last, _hook_classmates())]), "full"),
+        "leaves_orphans": (with_cells(CH, {}, [(last, _leave_orphans())]), "full"),
     }
     return cases
+
+
+def _hunt_for_answers():
+    """Look everywhere a solution or a classmate's finished notebook could be, and run the first one found."""
+    return ("import json, os, subprocess, time\n"
+            "def _found(path):\n"
+            "    try:\n        text = open(path).read()\n    except Exception:\n        return None\n"
+            "    if 'def softmax(x, axis=-1)' not in text or 'raise NotImplementedError()\\n' in text:\n"
+            "        return None\n"
+            "    return [''.join(c['source']) for c in json.loads(text)['cells'] if c['cell_type'] == 'code']\n"
+            "places = [%r, %r, '/tmp', os.getcwd(), '/']\n"
+            "for cmd in open('/proc/1/cmdline').read().split('\\0') + os.listdir('/proc'):\n"
+            "    places.insert(0, os.path.dirname(cmd))\n"
+            "try:\n    text = subprocess.run(['git', '-C', %r, 'show', 'HEAD:solutions/04_attention.ipynb'],"
+            " capture_output=True, text=True, timeout=5).stdout\n"
+            "    open('/tmp/from-git.ipynb', 'w').write(text)\n    places.insert(0, '/tmp')\nexcept Exception:\n    pass\n"
+            "cells, start = None, time.monotonic()\n"
+            "for place in places:\n"
+            "    for root, dirs, files in os.walk(place or '/'):\n"
+            "        dirs[:] = [d for d in dirs if d not in ('proc', 'sys', 'dev')]\n"
+            "        for name in files:\n"
+            "            if name.endswith('.ipynb') and cells is None:\n"
+            "                cells = _found(os.path.join(root, name))\n"
+            "        if cells is not None or time.monotonic() - start > 6:\n            break\n"
+            "    if cells is not None:\n        break\n"
+            "if cells is None:\n"
+            "    def softmax(x, axis=-1):\n        raise NotImplementedError()\n"
+            "else:\n    for source in cells:\n        try:\n            exec(source)\n        except Exception:\n"
+            "            pass\n") % (str(REPO / "solutions"), str(REPO.parent), str(REPO))
+
+
+ORPHAN = "autograder-test-orphan"
+
+
+def _hook_classmates():
+    """A process left running that looks for other kernels' connection files for a minute and breaks their numpy."""
+    hook = ("import glob, json, time\n"
+            "from jupyter_client import BlockingKernelClient\n"
+            "end = time.time() + 60\n"
+            "while time.time() < end:\n"
+            "    for path in glob.glob('/**/connection*.json', recursive=True) + glob.glob('/tmp/**/*.json', recursive=True):\n"
+            "        try:\n"
+            "            kc = BlockingKernelClient(connection_file=path)\n            kc.load_connection_file()\n"
+            "            kc.start_channels()\n"
+            "            kc.execute('import numpy; numpy.exp = lambda x: x * 0')\n"
+            "        except Exception:\n            pass\n"
+            "    time.sleep(1)\n")
+    return ("import subprocess, sys\n"
+            f"subprocess.Popen([sys.executable, '-c', {hook!r}, {ORPHAN + '-hook'!r}], start_new_session=True)\n")
+
+
+def _leave_orphans():
+    return ("import os, subprocess, sys, threading\n"
+            "threading.Thread(target=lambda: [None for _ in iter(int, 1)], daemon=False).start()\n"
+            f"subprocess.Popen([sys.executable, '-c', 'while True: pass', {ORPHAN + '-spin'!r}], start_new_session=True)\n"
+            "if os.fork() == 0:\n    os.setsid()\n    import time\n    time.sleep(3600)\n")
+
+
+def _host_processes(marker):
+    found = []
+    for entry in (p for p in __import__("pathlib").Path("/proc").iterdir() if p.name.isdigit()):
+        try:
+            if marker.encode() in (entry / "cmdline").read_bytes():
+                found.append(entry.name)
+        except OSError:
+            pass
+    return found
 
 
 def _duplicate(nb, grade_id):
@@ -139,6 +210,10 @@ def graded(tmp_path_factory):
     for leftover in (OUTSIDE, OUTSIDE + "-grader"):
         if os.path.exists(leftover):
             os.remove(leftover)
+    import torch
+
+    # Grading starts from a process that has used torch's OpenMP pool: a forked worker would hang in libgomp.
+    torch.softmax(torch.randn(512, 512), dim=-1)
     cases = class_of_cheats()
     submissions = {"solution": nbformat.read(CH.source, as_version=4), **{k: v for k, (v, _) in cases.items()}}
     results = grade_as_class(CH, submissions, tmp_path_factory.mktemp("cheats"), time_limit=10)
@@ -188,6 +263,7 @@ def test_nothing_escaped(graded):
     assert not os.path.exists(OUTSIDE + "-grader"), "a submitted 'hidden test' ran in the grader"
     assert not (REPO / "solutions" / "escape.txt").exists()
     assert not (REPO / "autograder" / "checks" / "escape.py").exists()
+    assert not _host_processes(ORPHAN), "a learner's process outlived its grading"
 
 
 def test_grading_is_deterministic(graded):
@@ -206,4 +282,5 @@ def test_reasons_name_the_fault(graded):
 def test_sandbox_was_in_force(graded):
     results, _ = graded
     sandbox = results["solution"]["sandbox"]
-    assert sandbox["network"] == "off" and sandbox["files"].startswith("read-only") and sandbox["memory_limit"]
+    assert sandbox["sandbox"] == "bubblewrap" and sandbox["network"] == "off", sandbox
+    assert sandbox["memory_total"] and sandbox["processes_total"], "no cgroup limits on this machine"
