@@ -13,6 +13,7 @@ import multiprocessing
 import multiprocessing.connection as mp_connection
 import re
 import shutil
+import signal
 import statistics
 import tempfile
 import time
@@ -57,6 +58,7 @@ def _grade_student(chapter: Chapter, student: str, notebook: str, template: str,
                    time_limit: int, memory: int, sandbox: bool, scratch_root: str, answer: str) -> None:
     """In a worker process: grade one student; write {"result": results.json, "feedback": HTML or None} to
     `answer`. Never raises: whatever happens is in the result."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops every worker
     warnings.filterwarnings("ignore")
     result = Result(notebook=Path(notebook).name, chapter=chapter.name, max_score=max_score(chapter))
     feedback = None

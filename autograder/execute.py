@@ -62,8 +62,18 @@ class SandboxKernelManager(AsyncKernelManager):
     sandboxed = Bool(True)
 
     def format_kernel_cmd(self, extra_arguments=None):
-        # A (re)start begins from nothing: whatever the previous kernel left running is killed first.
+        # A (re)start begins from nothing: whatever the previous kernel left running is killed first, and the
+        # connection folder, which the kernel could write, is emptied (a link planted there must never lead this
+        # process to write or connect elsewhere) and its file written anew.
         sandbox.kill_cgroup(sandbox.cgroup_paths(Path(self.workdir)))
+        folder = Path(self.connection_file).parent
+        for entry in folder.iterdir():
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+        self._connection_file_written = False
+        self.write_connection_file()
         return sandbox.kernel_command(self.connection_file, workdir=Path(self.workdir), memory=self.memory,
                                       data=self.data, preamble=self.preamble, sandbox=self.sandboxed)
 

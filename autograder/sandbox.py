@@ -4,8 +4,8 @@ Two halves, one job:
 
 - In the grader, `kernel_command()` builds the command line that jupyter_client launches. The kernel's world is an
   allow-list: read-only, the Python interpreter and the packages it runs on, system libraries and fonts, and the
-  chapter's declared data files; writable, a private home folder (its working directory, kept across kernel restarts)
-  and a private, empty `/tmp`; the folder of its connection file and sockets (bound at the same path, since
+  chapter's declared data files; writable, a private home folder (its working directory) and a private `/tmp`, both
+  empty at every start and held in memory; the folder of its connection file and sockets (bound at the same path, since
   `connection.json` names them). It gets its own PID, IPC, UTS, network (loopback only) and mount namespaces, no
   capabilities, a fresh `/proc` and `/dev`, and an environment built from an allow-list. Nothing else exists inside:
   not the repository, not `.git`, not the solutions or the grader, not other kernels' folders, not the host's `/tmp`.
@@ -36,6 +36,7 @@ HOME = "/home/learner"
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 CGROUP_GROUP = "autograder"
 MAX_PROCESSES = 256
+TMPFS_BYTES = 512 * 2**20
 # The kernel's own environment: nothing of the instructor's (tokens, paths, course settings) leaks in.
 PASSED_THROUGH = ("LANG", "LC_ALL", "NBGRADER_EXECUTION", "PYTHONHASHSEED")
 KERNEL_ENV = {
@@ -89,9 +90,12 @@ def readable_roots() -> list[str]:
     return sorted(r for r in roots - usr if os.path.isdir(r))
 
 
-def _bwrap_args(conn_dir: Path, home: Path, data: dict[str, str], etc: Path) -> list[str]:
+def _bwrap_args(conn_dir: Path, data: dict[str, str], etc: Path) -> list[str]:
     args = ["--unshare-all", "--die-with-parent", "--cap-drop", "ALL",
-            "--hostname", "sandbox", "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp",
+            "--hostname", "sandbox", "--proc", "/proc", "--dev", "/dev",
+            # Both writable folders are memory (counted in the kernel's cgroup), fresh at every kernel start: a
+            # notebook can't fill the disk, and nothing it wrote survives a restart (its earlier cells are replayed).
+            "--size", str(TMPFS_BYTES), "--tmpfs", "/tmp", "--size", str(TMPFS_BYTES), "--tmpfs", HOME,
             "--ro-bind", "/usr", "/usr"]
     for top in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
         path = Path("/") / top
@@ -107,7 +111,7 @@ def _bwrap_args(conn_dir: Path, home: Path, data: dict[str, str], etc: Path) -> 
         args += ["--ro-bind", "/sys/devices/system/cpu", "/sys/devices/system/cpu"]
     for root in readable_roots():
         args += ["--ro-bind", root, root]
-    args += ["--bind", str(home), HOME, "--bind", str(conn_dir), str(conn_dir)]
+    args += ["--bind", str(conn_dir), str(conn_dir)]
     for inside, outside in sorted(data.items()):
         args += ["--ro-bind", outside, str(Path(HOME) / inside)]
     # the root itself (a tmpfs holding the mount points) becomes read-only last
@@ -127,7 +131,7 @@ def kernel_command(connection_file: str, *, workdir: Path, memory: int, data: di
                    preamble: str = "", sandbox: bool = True) -> list[str]:
     """The command that starts one kernel: this file as a script, then (when `sandbox`) bwrap, then the kernel.
 
-    `workdir` holds `home/` (the learner's folder), the connection folder, `sandbox.json` and `kernel.log`;
+    `workdir` holds the connection folder, `sandbox.json` and `kernel.log` (and, unsandboxed, the home folder);
     `data` maps paths under the learner's home to host files it may read (a chapter's declared data)."""
     workdir = Path(workdir)
     home = workdir / "home"
@@ -145,7 +149,7 @@ def kernel_command(connection_file: str, *, workdir: Path, memory: int, data: di
     conn_dir = Path(connection_file).parent
     data = {inside: outside for inside, outside in (data or {}).items() if os.path.isfile(outside)}
     env_args = [x for k, v in sorted(kernel_env().items()) for x in ("--setenv", k, v)]
-    return outer + ["--", shutil.which("bwrap") or "bwrap", *_bwrap_args(conn_dir, home, data, etc), *env_args,
+    return outer + ["--", shutil.which("bwrap") or "bwrap", *_bwrap_args(conn_dir, data, etc), *env_args,
                     "--", *python]
 
 
@@ -282,7 +286,9 @@ def main(argv: list[str]) -> None:
     if not sandboxed:
         os.chdir(settings["--cwd"])
         os.execve(command[0], command, json.loads(settings["--env"]))
-    os.execv(command[0], command)
+    # bwrap starts from the kernel's environment, not the grader's: its first process inside keeps the environment
+    # it was started with in /proc/1/environ, which the kernel can read.
+    os.execve(command[0], command, {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"})
 
 
 if __name__ == "__main__":

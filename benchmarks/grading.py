@@ -98,6 +98,35 @@ def ours(students, root: Path, jobs: int) -> tuple[float, dict[str, float]]:
     return wall, {s: {t["name"]: t["score"] for t in r["tests"]} for s, r in results.items()}
 
 
+def kernel_start(sandboxed: bool, runs: int = 5) -> float:
+    """Median seconds from launch to a kernel that answers, started as grading starts it (with or without bwrap)."""
+    import asyncio
+    import statistics
+
+    from autograder import sandbox
+    from autograder.execute import SandboxKernelManager
+
+    async def once() -> float:
+        workdir = Path(tempfile.mkdtemp(prefix="k-"))
+        (workdir / "conn").mkdir()
+        km = SandboxKernelManager(transport="ipc")
+        km.ip, km.connection_file = str(workdir / "conn" / "kernel"), str(workdir / "conn" / "connection.json")
+        km.workdir, km.sandboxed = str(workdir), sandboxed
+        start = time.perf_counter()
+        await km.start_kernel()
+        kc = km.client()
+        kc.start_channels()
+        await kc.wait_for_ready(timeout=60)
+        took = time.perf_counter() - start
+        kc.stop_channels()
+        await km.shutdown_kernel(now=True)
+        sandbox.kill_cgroup(sandbox.cgroup_paths(workdir))
+        shutil.rmtree(workdir, ignore_errors=True)
+        return took
+
+    return statistics.median(asyncio.run(once()) for _ in range(runs))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--students", type=int, default=24)
@@ -123,7 +152,10 @@ def main() -> int:
                     differences.append(f"  {student} {test}: nbgrader {plain} vs ours {mine}")
     total = lambda scores: {s: sum(v.values()) for s, v in scores.items()}  # noqa: E731
     same_totals = sum(1 for s in students if total(plain_scores)[s] == total(our_scores)[s])
+    bare, boxed = kernel_start(False), kernel_start(True)
     print(f"students: {len(students)}  cores: {os.cpu_count()}")
+    print(f"kernel start (median of 5): {bare:.2f} s without the sandbox, {boxed:.2f} s in bubblewrap + cgroups "
+          f"(+{boxed - bare:.2f} s per kernel)")
     print(f"plain serial nbgrader autograde: {plain_wall:7.1f} s")
     print(f"python -m autograder grade:      {our_wall:7.1f} s")
     print(f"ratio (ours / plain):            {our_wall / plain_wall:7.2f}   (goal <= 0.60)")

@@ -71,7 +71,7 @@ def test_check_table_for_a_learner(tmp_path):
     proc = run("check", REPO / "solutions/04_attention.ipynb", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "score: 16 / 16" in proc.stdout or "score:" in proc.stdout
-    assert "sandbox: network off" in proc.stdout
+    assert "sandbox: bubblewrap, no network" in proc.stdout
 
 
 def test_grade_a_class_with_broken_files(tmp_path):

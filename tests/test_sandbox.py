@@ -8,7 +8,10 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import socket
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -226,3 +229,41 @@ def test_declared_data_is_readable_and_nothing_else_of_the_repo(tmp_path):
     out = probe("print(open('data/corpus.txt').read())\nimport os\nprint(os.listdir('/home/learner/data'))",
                 data={"data/corpus.txt": str(corpus)})
     assert out.splitlines() == ["to be or not to be", "['corpus.txt']"]
+
+
+def _interrupt_when_a_kernel_runs(command: list[str], tmp: Path) -> subprocess.CompletedProcess:
+    """Start `command` with its own temp folder, press Ctrl-C once a sandboxed kernel is running, wait for the end."""
+    env = dict(os.environ, TMPDIR=str(tmp))
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for(lambda: any(tmp.rglob("kernel.log")), 90)
+    assert any(tmp.rglob("kernel.log")), "no kernel started"
+    time.sleep(1)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=90)
+    return subprocess.CompletedProcess(command, process.returncode, out, err)
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("command", ["check", "grade"])
+def test_ctrl_c_leaves_no_folder_process_or_cgroup(tmp_path, command):
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    notebook = REPO / "solutions" / "04_attention.ipynb"
+    if command == "check":
+        argv = [sys.executable, "-m", "autograder", "check", str(notebook)]
+    else:
+        for student in ("ann", "bob"):
+            (tmp_path / "subs" / student).mkdir(parents=True)
+            (tmp_path / "subs" / student / notebook.name).write_bytes(notebook.read_bytes())
+        argv = [sys.executable, "-m", "autograder", "grade", "04_attention", str(tmp_path / "subs"),
+                "--out", str(tmp_path / "out"), "--no-progress"]
+    done = _interrupt_when_a_kernel_runs(argv, tmp)
+    assert done.returncode == 130 and "interrupted" in done.stderr, (done.returncode, done.stderr[-500:])
+    assert "Traceback" not in done.stderr, done.stderr[-2000:]
+    _wait_for(lambda: not list(tmp.iterdir()), 10)
+    assert list(tmp.iterdir()) == [], f"left behind: {list(tmp.rglob('*'))[:10]}"
+    assert not [p for p in _host_processes_with(str(tmp))], "a kernel outlived the interrupted command"
+    orphaned = [g for base in {p.parent for p in sandbox.cgroup_paths(Path("x"))} if base.is_dir()
+                for g in base.iterdir() if g.is_dir() and g.name.split("-")[0].isdigit()
+                and not Path(f"/proc/{g.name.split('-')[0]}").exists()]
+    assert orphaned == [], "cgroups of a finished grader were left behind"
