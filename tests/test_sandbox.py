@@ -104,11 +104,13 @@ def test_only_the_allow_list_is_visible(tmp_path, monkeypatch):
                               submissions, host_tmp, "/etc/shadow", "/root/.bash_history", "/var", "/home/learner",
                               "/tmp", "/usr/lib", REPO / ".venv" / "bin" / "python"])
         env = json.loads(probe("import os, json\nprint(json.dumps(dict(os.environ)))"))
+        first = probe("print(open('/proc/1/environ', 'rb').read().decode(errors='replace'))")
     finally:
         host_tmp.unlink()
     visible = {p for p, there in seen.items() if there}
     assert visible == {"/home/learner", "/tmp", "/usr/lib", str(REPO / ".venv" / "bin" / "python")}, visible
     assert "INSTRUCTOR_SECRET_TOKEN" not in env and env["HOME"] == "/home/learner"
+    assert "INSTRUCTOR_SECRET_TOKEN" not in first, "the sandbox's first process kept the grader's environment"
     assert not any(str(REPO) in v for k, v in env.items() if k != "PATH"), env
 
 
@@ -267,3 +269,26 @@ def test_ctrl_c_leaves_no_folder_process_or_cgroup(tmp_path, command):
                 for g in base.iterdir() if g.is_dir() and g.name.split("-")[0].isdigit()
                 and not Path(f"/proc/{g.name.split('-')[0]}").exists()]
     assert orphaned == [], "cgroups of a finished grader were left behind"
+
+
+@pytest.mark.timeout(400)
+def test_a_student_past_the_time_limit_gets_a_row_and_the_class_goes_on(tmp_path):
+    import nbformat
+
+    from autograder.classroom import grade_class
+    from autograder.course import chapter
+
+    ch = chapter("04_attention")
+    slow = nbformat.read(ch.source, as_version=4)
+    # every cell under the per-cell limit, the whole notebook over the per-student one
+    slow.cells[1:1] = [nbformat.v4.new_code_cell("import time\ntime.sleep(9)") for _ in range(10)]
+    for student, nb in {"quick": nbformat.read(ch.source, as_version=4), "slow": slow}.items():
+        (tmp_path / "subs" / student).mkdir(parents=True)
+        nbformat.write(nb, tmp_path / "subs" / student / f"{ch.name}.ipynb")
+    grade_class(ch, tmp_path / "subs", tmp_path / "out", jobs=2, progress=False, student_time_limit=60)
+    quick = json.loads((tmp_path / "out" / "quick" / "results.json").read_text())
+    late = json.loads((tmp_path / "out" / "slow" / "results.json").read_text())
+    assert quick["score"] == quick["max_score"] > 0
+    assert late["score"] == 0 and late["error"] == "grading stopped after 60 s, the time limit per student"
+    rows = (tmp_path / "out" / "grades.csv").read_text().splitlines()
+    assert len(rows) == 3 and any(r.startswith("slow,") and "time limit" in r for r in rows)
