@@ -48,7 +48,7 @@ def cmd_grade(args) -> int:
     summary = grade_class(chapter(args.chapter), Path(args.submissions), Path(args.out), jobs=args.jobs,
                           time_limit=args.time_limit, memory=args.memory_mib * 2**20, sandbox=not args.no_sandbox,
                           progress=not args.no_progress, shard=shard)
-    print(summary)
+    print(f"shard {shard[0]}/{shard[1]}: {summary}" if shard else summary)
     if args.nbgrader_feedback:
         _place_feedback(args)
     return 0

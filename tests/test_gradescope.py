@@ -126,6 +126,16 @@ def test_archive_holds_what_grading_needs(archive, tmp_path):
     assert again.read_bytes() == archive.read_bytes(), "the same chapter gives the same archive"
 
 
+@pytest.mark.parametrize("args, words", [
+    (["42_nothing", "--out", "{tmp}/a.zip"], ["unknown chapter"]),
+    ([CH.name, "--out", "{tmp}"], ["is a folder", "autograder.zip"]),
+])
+def test_gradescope_bad_input_in_one_line(tmp_path, capsys, args, words):
+    assert main(["gradescope", *[a.format(tmp=tmp_path) for a in args]]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and all(word in err[0] for word in words), err
+
+
 @pytest.mark.timeout(600)
 def test_run_autograder_on_four_submissions(archive, tmp_path):
     roots = {case: tmp_path / case for case in ("correct", "wrong", "empty", "not_a_notebook")}
