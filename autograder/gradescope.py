@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 import time
 import warnings
 import zipfile
@@ -164,8 +165,12 @@ def run(root: Path, chapter: Chapter, *, time_limit: int = 30, memory: int = 2 *
     data = results_json(result, chapter, time.monotonic() - start)
     results = root / "results"
     results.mkdir(parents=True, exist_ok=True)
-    partial = results / "results.json.partial"
-    partial.write_text(json.dumps(data, indent=2) + "\n")
+    # A new file (O_EXCL), renamed over results.json: nothing already in results/ (a link the learner's code left
+    # there, were the sandbox ever off) can redirect the write.
+    handle, partial = tempfile.mkstemp(dir=results, prefix=".results-", suffix=".json")
+    with os.fdopen(handle, "w") as out:
+        out.write(json.dumps(data, indent=2) + "\n")
+    os.chmod(partial, 0o644)
     os.replace(partial, results / "results.json")
     print_table(result)  # stdout: for the instructor (stdout_visibility is hidden)
     return data

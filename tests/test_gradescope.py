@@ -51,7 +51,8 @@ RESULTS = {
                            "order": {"enum": ["asc", "desc"]}}}},
     },
     # "score" is optional at the top only when every test carries one.
-    "anyOf": [{"required": ["score"]}, {"required": ["tests"], "properties": {"tests": {"items": {"required": ["score"]}}}}],
+    "anyOf": [{"required": ["score"]},
+              {"required": ["tests"], "properties": {"tests": {"items": {"required": ["score"]}}}}],
 }
 # What this course's autograder promises on top of the format: a total, an output for the learner, and every test
 # with its name, points, output and visibility.
@@ -166,7 +167,8 @@ def test_run_autograder_on_four_submissions(archive, tmp_path):
     lost = {t["name"]: t for t in results["tests"] if t["score"] < t["max_score"]}
     assert set(lost) == {"test_softmax"}, lost
     assert results["score"] == full - lost["test_softmax"]["max_score"]
-    assert "softmax: columns must sum to 1" in lost["test_softmax"]["output"] and lost["test_softmax"]["status"] == "failed"
+    assert lost["test_softmax"]["status"] == "failed"
+    assert "softmax: columns must sum to 1" in lost["test_softmax"]["output"]
 
     for case, words in (("empty", "no notebook (.ipynb) was submitted"), ("not_a_notebook", "not a readable notebook")):
         results, _ = run_autograder(roots[case])

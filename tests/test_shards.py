@@ -13,6 +13,7 @@ from autograder.course import chapter
 from autograder.shards import MANIFEST, select, shard_of
 from conftest import with_cells
 
+pytestmark = pytest.mark.xdist_group("shards")  # one worker grades the class once for every test here
 CH = chapter("04_attention")
 NAMES = [f"s{i:02d}" for i in range(40)]
 # One graded student in slice 1, two that cannot be graded (no kernel needed) in slice 2: both slices hold work.
@@ -62,8 +63,9 @@ def runs(tmp_path_factory):
 
 
 def test_two_shards_merged_equal_one_run(runs, capsys):
-    part1, part2 = json.loads((runs / "part1" / MANIFEST).read_text()), json.loads((runs / "part2" / MANIFEST).read_text())
-    assert part1 == {"chapter": CH.name, "shard": [1, 2], "roster": sorted([GRADED, BROKEN, EMPTY]), "students": [GRADED]}
+    part1, part2 = (json.loads((runs / name / MANIFEST).read_text()) for name in ("part1", "part2"))
+    assert part1 == {"chapter": CH.name, "shard": [1, 2], "roster": sorted([GRADED, BROKEN, EMPTY]),
+                     "students": [GRADED]}
     assert part2["students"] == sorted([BROKEN, EMPTY]) and part2["roster"] == part1["roster"]
     capsys.readouterr()
     assert main(["merge", str(runs / "part1"), str(runs / "part2"), "--out", str(runs / "merged")]) == 0
