@@ -50,18 +50,19 @@ def cmd_grade(args) -> int:
                           progress=not args.no_progress, shard=shard)
     print(f"shard {shard[0]}/{shard[1]}: {summary}" if shard else summary)
     if args.nbgrader_feedback:
-        _place_feedback(args)
+        _place_feedback(args, shard)
     return 0
 
 
-def _place_feedback(args) -> None:
+def _place_feedback(args, shard) -> None:
     from .exchange import place_feedback
-    from .shards import parse_shard
 
     ch, feedback = chapter(args.chapter), Path(args.nbgrader_feedback)
-    placed = place_feedback(ch, Path(args.submissions), Path(args.out), feedback,
-                            shard=parse_shard(args.shard) if args.shard is not None else None)
+    placed, unreleasable = place_feedback(ch, Path(args.submissions), Path(args.out), feedback, shard=shard)
     print(f"feedback for {placed} students in {feedback}; release it with: nbgrader release_feedback {ch.name}")
+    if unreleasable:
+        print(f"note: {unreleasable} of them have no timestamp.txt and submission_secret.txt beside their notebook "
+              "(not gathered by `nbgrader collect`): release_feedback cannot release those")
 
 
 def cmd_merge(args) -> int:

@@ -17,11 +17,11 @@ SUBMISSION_FILES = ("timestamp.txt", "submission_secret.txt")
 
 
 def place_feedback(chapter: Chapter, submissions: Path, out: Path, feedback: Path,
-                   shard: tuple[int, int] | None = None) -> int:
+                   shard: tuple[int, int] | None = None) -> tuple[int, int]:
     """Copy each student's `out/<student>/feedback.html` (this shard's students) to nbgrader's feedback folder
-    `feedback/`; return how many."""
+    `feedback/`; return how many, and how many of those lack the files release_feedback needs."""
     found = find_submissions(chapter, submissions)
-    placed = 0
+    placed = unreleasable = 0
     for student, notebook in sorted((shards.select(found, shard) if shard else found).items()):
         page = out / student / "feedback.html"
         if not isinstance(notebook, Path) or not page.is_file():
@@ -29,9 +29,13 @@ def place_feedback(chapter: Chapter, submissions: Path, out: Path, feedback: Pat
         target = feedback / student / chapter.name
         target.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(page, target / f"{notebook.stem}.html")
+        complete = True
         for name in SUBMISSION_FILES:
             source = notebook.parent / name
             if source.is_file() and not source.is_symlink():  # a link could point anywhere the grader can read
                 shutil.copyfile(source, target / name)
+            else:
+                complete = False
         placed += 1
-    return placed
+        unreleasable += not complete
+    return placed, unreleasable

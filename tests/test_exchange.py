@@ -57,7 +57,7 @@ def feedback_scores(page: str) -> tuple[float, dict[str, float]]:
 
 
 @pytest.mark.timeout(600)
-def test_an_assignment_through_nbgraders_exchange(tmp_path):
+def test_an_assignment_through_nbgraders_exchange(tmp_path, capsys):
     exchange, course = tmp_path / "exchange", tmp_path / "course"
     teacher = tmp_path / "home" / "teacher"
     students = {"alice": {}, "bob": MISTAKE["replace"]}
@@ -91,6 +91,8 @@ def test_an_assignment_through_nbgraders_exchange(tmp_path):
         assert (course / "submitted" / name / CH.name / f"{CH.name}.ipynb").is_file()
     assert main(["grade", CH.name, str(course / "submitted"), "--out", str(tmp_path / "grades"), "--no-progress",
                  "--nbgrader-feedback", str(course / "feedback")]) == 0
+    said = capsys.readouterr().out
+    assert "feedback for 2 students" in said and "note:" not in said, said
     for name in students:
         assert (course / "feedback" / name / CH.name / f"{CH.name}.html").is_file()
     nbgrader(teacher, course, "release_feedback", CH.name)
