@@ -46,6 +46,9 @@ def cmd_check(args) -> int:
 
 
 def cmd_grade(args) -> int:
+    from .shards import parse_shard
+
+    shard = parse_shard(args.shard) if args.shard is not None else None  # a bad --shard fails before any work
     from .classroom import grade_class
 
     missing = None if args.no_sandbox else sandbox.available()
@@ -53,9 +56,40 @@ def cmd_grade(args) -> int:
         raise CourseError(f"can't sandbox the students' code: {missing}. Install it, or pass --allow-unsandboxed "
                           "to grade without a sandbox (students' code could then read and change this machine)")
     summary = grade_class(chapter(args.chapter), Path(args.submissions), Path(args.out), jobs=args.jobs,
-                          time_limit=args.time_limit, memory=args.memory_mib * 2**20, sandbox=not args.no_sandbox and missing is None,
-                          progress=not args.no_progress, student_time_limit=args.student_time_limit)
-    print(summary)
+                          time_limit=args.time_limit, memory=args.memory_mib * 2**20,
+                          sandbox=not args.no_sandbox and missing is None, progress=not args.no_progress,
+                          student_time_limit=args.student_time_limit, shard=shard)
+    print(f"shard {shard[0]}/{shard[1]}: {summary}" if shard else summary)
+    if args.nbgrader_feedback:
+        _place_feedback(args, shard)
+    return 0
+
+
+def _place_feedback(args, shard) -> None:
+    from .exchange import place_feedback
+
+    ch, feedback = chapter(args.chapter), Path(args.nbgrader_feedback)
+    placed, unreleasable = place_feedback(ch, Path(args.submissions), Path(args.out), feedback, shard=shard)
+    print(f"feedback for {placed} students in {feedback}; release it with: nbgrader release_feedback {ch.name}")
+    if unreleasable:
+        print(f"note: {unreleasable} of them have no timestamp.txt and submission_secret.txt beside their notebook "
+              "(not gathered by `nbgrader collect`): release_feedback cannot release those")
+
+
+def cmd_merge(args) -> int:
+    from .shards import merge
+
+    print(merge([Path(f) for f in args.shards], Path(args.out)))
+    return 0
+
+
+def cmd_gradescope(args) -> int:
+    from .gradescope import build_archive
+
+    ch = chapter(args.chapter)
+    out = build_archive(ch, Path(args.out))
+    print(f"wrote {out}: upload it as the autograder of a Gradescope programming assignment for {ch.name} "
+          "(setup.sh, run_autograder, the course package and the chapter's notebooks)")
     return 0
 
 
@@ -106,8 +140,22 @@ def parser() -> argparse.ArgumentParser:
                        help="seconds for one student's whole grading, restarts included (default 1200)")
     grade.add_argument("--allow-unsandboxed", action="store_true",
                        help="grade even where bubblewrap can't sandbox the kernels (students' code is then trusted)")
+    grade.add_argument("--shard", metavar="K/N", help="grade only slice K of N of the students (1 <= K <= N); "
+                       "combine the slices with `merge`")
+    grade.add_argument("--nbgrader-feedback", metavar="FEEDBACK_DIR", help="also put each student's feedback "
+                       "where `nbgrader release_feedback` looks: FEEDBACK_DIR/<student>/<chapter>/<notebook>.html")
     limits(grade)
     grade.set_defaults(run=cmd_grade)
+
+    merge = sub.add_parser("merge", help="combine the --out folders of `grade --shard K/N` runs into one")
+    merge.add_argument("shards", nargs="+", metavar="SHARD_OUT")
+    merge.add_argument("--out", required=True, help="folder for the combined grades.csv and student folders")
+    merge.set_defaults(run=cmd_merge)
+
+    gradescope = sub.add_parser("gradescope", help="build a chapter's Gradescope autograder archive")
+    gradescope.add_argument("chapter")
+    gradescope.add_argument("--out", required=True, help="the archive to write, e.g. autograder.zip")
+    gradescope.set_defaults(run=cmd_gradescope)
 
     release = sub.add_parser("release", help="learner notebooks, or an nbgrader course folder for instructors")
     release.add_argument("chapter", nargs="?")

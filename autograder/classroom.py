@@ -23,6 +23,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from . import shards
 from .sandbox import sweep_cgroups
 from .course import Chapter, CourseError
 from .grading import Result, SubmissionError, cpu_count, grade_one, max_score, prepare
@@ -141,10 +142,13 @@ def _run_students(chapter: Chapter, todo: dict[str, Path], tmp: Path, *, jobs: i
 
 def grade_class(chapter: Chapter, submissions: Path, out: Path, *, jobs: int = 0, time_limit: int = 30,
                 memory: int = 2 * 2**30, sandbox: bool = True, progress: bool = True,
-                student_time_limit: int = 1200) -> str:
+                student_time_limit: int = 1200, shard: tuple[int, int] | None = None) -> str:
     found = find_submissions(chapter, submissions)
     if not found:
         raise CourseError(f"{submissions} holds no student folders (expected {submissions}/<student_id>/<notebook>.ipynb)")
+    roster = sorted(found)
+    if shard:  # this machine's slice of the class (autograder/shards.py); `merge` puts the slices together
+        found = shards.select(found, shard)
     out.mkdir(parents=True, exist_ok=True)
     jobs = jobs or cpu_count()
     results: dict[str, dict] = {}
@@ -174,6 +178,8 @@ def grade_class(chapter: Chapter, submissions: Path, out: Path, *, jobs: int = 0
                       time_limit=time_limit, memory=memory, sandbox=sandbox)
         bar.close()
     write_csv(out / "grades.csv", chapter, results)
+    if shard:
+        shards.write_manifest(out, chapter, shard, roster, results)
     graded = [d for d in results.values() if "error" not in d]
     mean = statistics.fmean(d["score"] for d in graded) if graded else 0.0
     maximum = max_score(chapter)
