@@ -23,6 +23,7 @@ import warnings
 import zipfile
 from pathlib import Path
 
+from . import sandbox
 from .course import REPO, Chapter, CourseError, chapter as find_chapter
 
 ROOT_ENV = "GRADESCOPE_AUTOGRADER_ROOT"
@@ -153,9 +154,14 @@ def run(root: Path, chapter: Chapter, *, time_limit: int = 30, memory: int = 2 *
     print(f"grading {chapter.name} with the course package in {REPO}")
     submission = root / "submission"
     result = Result(notebook="", chapter=chapter.name, max_score=max_score(chapter))
+    missing = sandbox.available()
+    if missing:  # Gradescope's container may forbid namespaces: grade anyway (one submission per container)
+        print(f"note: grading without the sandbox: {missing}")
     try:
         notebook = pick_notebook(submission, chapter)
-        result, _ = grade_one(chapter, notebook, time_limit=time_limit, memory=memory)
+        with tempfile.TemporaryDirectory(prefix="grading-") as workdir:
+            result, _ = grade_one(chapter, notebook, time_limit=time_limit, memory=memory, sandbox=missing is None,
+                                  workdir=Path(workdir))
         result.notebook = str(notebook.relative_to(submission))
     except SubmissionError as error:
         result.error = str(error).replace(f"{submission}/", "")

@@ -77,6 +77,11 @@ def class_of_cheats():
         "hunts_files": (with_cells(CH, {"softmax": _hunt_for_answers()}), "broken"),
         "hooks_classmates": (with_cells(CH, {}, [(last, _hook_classmates())]), "full"),
         "leaves_orphans": (with_cells(CH, {}, [(last, _leave_orphans())]), "full"),
+        # output dressed as the grader's own answers is capped like any other output
+        "floods_answers": (with_cells(CH, {}, [(last, "from IPython.display import publish_display_data\n"
+                                                "for _ in range(4):\n    publish_display_data("
+                                                "{'application/vnd.autograder.result+json': 'x' * 30_000_000})")]),
+                           "full"),
     }
     return cases
 
