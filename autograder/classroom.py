@@ -114,7 +114,7 @@ def _student_entry(chapter: Chapter, student: Path) -> Entry:
     elif len(notebooks) == 1:
         parts = (notebooks[0],)
     elif not contents:
-        return Entry(reason="empty folder: nothing was submitted", folder=True)
+        return Entry(reason="empty folder: no notebook (.ipynb) was submitted", folder=True)
     elif not notebooks:
         others = ", ".join(sorted(contents)[:5])
         return Entry(reason=f"no notebook (.ipynb) was submitted (found: {others})", folder=True)
