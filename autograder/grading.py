@@ -178,6 +178,7 @@ def _normalise(nb, chapter: Chapter):
         meta = cell.metadata.get("nbgrader")
         if meta is not None:
             grade_id = meta.get("grade_id") if isinstance(meta, dict) else None
+            grade_id = grade_id if isinstance(grade_id, str) else None
             if grade_id not in known or grade_id in seen or known[grade_id].cell_type != cell.cell_type:
                 del cell.metadata["nbgrader"]
             else:
