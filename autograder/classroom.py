@@ -11,67 +11,178 @@ import html
 import json
 import multiprocessing
 import multiprocessing.connection as mp_connection
-import re
+import os
 import shutil
 import signal
+import stat
 import statistics
 import tempfile
 import time
+import unicodedata
 import uuid
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm import tqdm
 
 from . import shards
-from .sandbox import sweep_cgroups
 from .course import Chapter, CourseError
-from .grading import Result, SubmissionError, cpu_count, grade_one, max_score, prepare
+from .sandbox import sweep_cgroups
+from .grading import (MAX_NOTEBOOK_BYTES, Result, SubmissionError, check_size, cpu_count, grade_one, max_score,
+                      prepare)
 
-STUDENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+ID_PUNCTUATION = "._-@"
+MAX_ID_LENGTH = 64
 
 
-def find_submissions(chapter: Chapter, folder: Path) -> dict[str, Path | str]:
-    """student_id -> notebook path, or the reason there is none."""
+def student_id_problem(name: str) -> str | None:
+    """Why `name` can't be a student id (it names an output folder and a gradebook entry), or None if it can.
+
+    Letters and digits of any script are fine (`müller`, `김철수`), and so are `.`, `_`, `-` and `@` after the first
+    character (`jane.doe@uni.edu`); spaces, quotes, slashes, glob and shell characters, control characters, and a
+    leading `.`, `-` or `@` are not."""
+    def kind(c):
+        return unicodedata.category(c)[0]
+
+    if len(name) > MAX_ID_LENGTH:
+        return f"it is {len(name)} characters long (at most {MAX_ID_LENGTH})"
+    if kind(name[0]) not in "LN":
+        return f"it starts with {_show(name[0])} (start with a letter or a digit)"
+    bad = []
+    for c in name:
+        if not (kind(c) in "LNM" or c in ID_PUNCTUATION) and _show(c) not in bad:
+            bad.append(_show(c))
+    if bad:
+        return "it contains " + ", ".join(bad[:6]) + " (use letters, digits, and . _ - @)"
+    return None
+
+
+def _show(c: str) -> str:
+    names = {" ": "a space", "\t": "a tab", "\n": "a line break", "\r": "a carriage return"}
+    if c in names:
+        return names[c]
+    if unicodedata.category(c)[0] in "CZ":
+        return f"U+{ord(c):04X}"
+    return f"'{c}'"
+
+
+@dataclass
+class Entry:
+    """One thing found under SUBMISSIONS: a notebook to grade, or the reason it can't be graded."""
+
+    notebook: tuple[str, ...] | None = None  # path parts under SUBMISSIONS, each checked not to be a link
+    reason: str | None = None
+    folder: bool = False  # the name is a valid student id: OUT/<name>/ gets results.json and feedback.html
+
+
+def _kind(path: Path) -> str:
+    """'link', 'dir', 'file' or 'other', never following a link."""
+    mode = path.lstat().st_mode
+    if stat.S_ISLNK(mode):
+        return "link"
+    return "dir" if stat.S_ISDIR(mode) else "file" if stat.S_ISREG(mode) else "other"
+
+
+def find_submissions(chapter: Chapter, folder: Path) -> dict[str, Entry]:
+    """Everything directly under `folder`, by name: each student folder's notebook, or one line saying why not.
+
+    Nothing is followed out of `folder`: a symbolic link (to a folder or to a notebook) is refused, not read."""
     if not folder.is_dir():
         raise CourseError(f"{folder}: no such folder of submissions (expected {folder}/<student_id>/<notebook>.ipynb)")
-    found: dict[str, Path | str] = {}
-    for student in sorted(p for p in folder.iterdir() if p.is_dir()):
-        if not STUDENT_ID.match(student.name):
-            continue
-        exact = student / f"{chapter.name}.ipynb"
-        nested = student / chapter.name / f"{chapter.name}.ipynb"  # nbgrader's submitted/<student>/<assignment>/
-        exact = nested if nested.is_file() and not exact.is_file() else exact
-        notebooks = sorted(student.glob("*.ipynb"))
-        if exact.is_file():
-            found[student.name] = exact
-        elif len(notebooks) == 1:
-            found[student.name] = notebooks[0]
-        elif not notebooks:
-            found[student.name] = "no notebook (.ipynb) was submitted"
+    found: dict[str, Entry] = {}
+    for entry in sorted(folder.iterdir()):
+        name = entry.name
+        kind = _kind(entry)
+        problem = student_id_problem(name)
+        if kind == "link":
+            found[name] = Entry(reason=f"{name} is a symbolic link; links are refused (never followed): put the "
+                                "student's folder itself here")
+        elif kind != "dir":
+            found[name] = Entry(reason=f"{name} is a file, not a student folder (expected <student_id>/<notebook>.ipynb)")
+        elif problem:
+            found[name] = Entry(reason=f"student id {name!r} is not allowed: {problem}; rename the folder")
         else:
-            found[student.name] = (f"several notebooks and none named {chapter.name}.ipynb: "
-                                   + ", ".join(n.name for n in notebooks[:5]))
+            found[name] = _student_entry(chapter, entry)
     return found
 
 
-def _grade_student(chapter: Chapter, student: str, notebook: str, template: str, workdir: str,
+def _student_entry(chapter: Chapter, student: Path) -> Entry:
+    wanted = f"{chapter.name}.ipynb"
+    contents = {p.name: _kind(p) for p in student.iterdir()}
+    notebooks = sorted(n for n in contents if n.endswith(".ipynb"))
+    nested = contents.get(chapter.name)  # nbgrader's submitted/<student>/<assignment>/<assignment>.ipynb
+    if wanted in contents:
+        parts = (wanted,)
+    elif nested == "link" or nested == "dir" and os.path.lexists(student / chapter.name / wanted):
+        parts = (chapter.name, wanted)
+    elif len(notebooks) == 1:
+        parts = (notebooks[0],)
+    elif not contents:
+        return Entry(reason="empty folder: no notebook (.ipynb) was submitted", folder=True)
+    elif not notebooks:
+        others = ", ".join(sorted(contents)[:5])
+        return Entry(reason=f"no notebook (.ipynb) was submitted (found: {others})", folder=True)
+    else:
+        return Entry(reason=f"several notebooks and none named {wanted}: " + ", ".join(notebooks[:5]), folder=True)
+    path = student
+    for i, part in enumerate(parts):
+        path = path / part
+        kind = _kind(path)
+        if kind == "link":
+            return Entry(reason=f"{'/'.join(parts[:i + 1])} is a symbolic link; links are refused (never followed): "
+                                "submit the notebook file itself", folder=True)
+    if kind != "file":
+        return Entry(reason=f"{'/'.join(parts)} is not a regular file", folder=True)
+    return Entry(notebook=(student.name, *parts), folder=True)
+
+
+def read_inside(root: Path, parts: tuple[str, ...]) -> bytes:
+    """The bytes of root/parts[0]/.../parts[-1], opened one component at a time without following any link, so
+    nothing outside `root` is read even if the folder changed since it was listed."""
+    label = Path(*parts[1:])
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for part in parts[:-1]:
+            try:
+                inner = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+            except OSError:
+                raise SubmissionError(f"{label}: a folder on its path is a link or is gone; links are refused") from None
+            os.close(fd)
+            fd = inner
+        try:
+            handle = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=fd)
+        except OSError:
+            raise SubmissionError(f"{label} is a symbolic link or can't be opened; links are refused") from None
+        with os.fdopen(handle, "rb") as file:
+            info = os.fstat(file.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                raise SubmissionError(f"{label} is not a regular file")
+            check_size(label, info.st_size)
+            return file.read(MAX_NOTEBOOK_BYTES + 1)
+    finally:
+        os.close(fd)
+
+
+def _grade_student(chapter: Chapter, student: str, root: str, parts: tuple[str, ...], template: str, workdir: str,
                    time_limit: int, memory: int, sandbox: bool, scratch_root: str, answer: str) -> None:
     """In a worker process: grade one student; write {"result": results.json, "feedback": HTML or None} to
     `answer`. Never raises: whatever happens is in the result."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops every worker
     warnings.filterwarnings("ignore")
-    result = Result(notebook=Path(notebook).name, chapter=chapter.name, max_score=max_score(chapter))
+    label = Path(*parts[1:])
+    result = Result(notebook=label.name, chapter=chapter.name, max_score=max_score(chapter))
     feedback = None
     try:
-        result, root = grade_one(chapter, Path(notebook), template=Path(template), workdir=Path(workdir),
-                                 student=student, time_limit=time_limit, memory=memory, sandbox=sandbox,
-                                 feedback=True, scratch_root=Path(scratch_root))
-        result.notebook = Path(notebook).name
-        page = root / "feedback" / student / chapter.name / f"{chapter.name}.html"
+        data = read_inside(Path(root), parts)
+        result, graded_in = grade_one(chapter, label, template=Path(template), workdir=Path(workdir),
+                                      student=student, time_limit=time_limit, memory=memory, sandbox=sandbox,
+                                      feedback=True, data=data, scratch_root=Path(scratch_root))
+        result.notebook = label.name
+        page = graded_in / "feedback" / student / chapter.name / f"{chapter.name}.html"
         feedback = page.read_text() if page.exists() else None
     except SubmissionError as error:
-        result.error = str(error).replace(str(Path(notebook).parent) + "/", "")
+        result.error = str(error)
     except Exception as error:  # the class run always finishes; this student's row says what broke
         result.error = f"grading failed: {type(error).__name__}: {str(error)[:200]}"
     finally:
@@ -94,22 +205,22 @@ def _workers(chapter: Chapter):
     return context
 
 
-def _run_students(chapter: Chapter, todo: dict[str, Path], tmp: Path, *, jobs: int, student_time_limit: int,
-                  on_done, **grading) -> None:
+def _run_students(chapter: Chapter, root: Path, todo: dict[str, Entry], tmp: Path, *, jobs: int,
+                  student_time_limit: int, on_done, **grading) -> None:
     """Grade `todo` with at most `jobs` worker processes, one process per student. A student whose grading runs
     past `student_time_limit` seconds (replays included) is stopped from here, and the class goes on."""
     context = _workers(chapter)
     queue = sorted(todo)
     running: dict[str, tuple] = {}
     (tmp / "k").mkdir(exist_ok=True)
+    (tmp / "answers").mkdir(exist_ok=True)
     try:
         while queue or running:
             while queue and len(running) < jobs:
                 student = queue.pop(0)
                 answer = tmp / "answers" / f"{uuid.uuid4().hex}.json"
-                answer.parent.mkdir(exist_ok=True)
                 process = context.Process(target=_grade_student, daemon=True, args=(
-                    chapter, student, str(todo[student].resolve()), str(tmp / "template"),
+                    chapter, student, str(root), todo[student].notebook, str(tmp / "template"),
                     str(tmp / "students" / uuid.uuid4().hex[:12]), grading["time_limit"], grading["memory"],
                     grading["sandbox"], str(tmp / "k"), str(answer)))
                 process.start()
@@ -129,7 +240,7 @@ def _run_students(chapter: Chapter, todo: dict[str, Path], tmp: Path, *, jobs: i
                 except (OSError, ValueError, KeyError):
                     reason = (f"grading stopped after {student_time_limit} s, the time limit per student" if late
                               else f"grading failed: the worker ended with exit code {process.exitcode}")
-                    result = Result(notebook=todo[student].name, chapter=chapter.name,
+                    result = Result(notebook=todo[student].notebook[-1], chapter=chapter.name,
                                     max_score=max_score(chapter), error=reason).to_json()
                     feedback = None
                 on_done(student, result, feedback)
@@ -143,7 +254,8 @@ def _run_students(chapter: Chapter, todo: dict[str, Path], tmp: Path, *, jobs: i
 def grade_class(chapter: Chapter, submissions: Path, out: Path, *, jobs: int = 0, time_limit: int = 30,
                 memory: int = 2 * 2**30, sandbox: bool = True, progress: bool = True,
                 student_time_limit: int = 1200, shard: tuple[int, int] | None = None) -> str:
-    found = find_submissions(chapter, submissions)
+    root = submissions.resolve()
+    found = find_submissions(chapter, root)
     if not found:
         raise CourseError(f"{submissions} holds no student folders (expected {submissions}/<student_id>/<notebook>.ipynb)")
     roster = sorted(found)
@@ -152,30 +264,25 @@ def grade_class(chapter: Chapter, submissions: Path, out: Path, *, jobs: int = 0
     out.mkdir(parents=True, exist_ok=True)
     jobs = jobs or cpu_count()
     results: dict[str, dict] = {}
-
-    def write(student: str, data: dict, feedback: str | None) -> None:
-        results[student] = data
-        folder = out / student
-        folder.mkdir(exist_ok=True)
-        (folder / "results.json").write_text(json.dumps(data, indent=2) + "\n")
-        (folder / "feedback.html").write_text(feedback or _error_page(student, chapter, data.get("error", "unknown")))
-
+    todo = {name: entry for name, entry in found.items() if entry.notebook}
+    for name, entry in found.items():
+        if not entry.notebook:
+            results[name] = Result(notebook="", chapter=chapter.name, max_score=max_score(chapter),
+                                   error=entry.reason).to_json()
+            if entry.folder:
+                _write_student(out, name, results[name], _error_page(name, chapter, entry.reason))
     with tempfile.TemporaryDirectory(prefix="class-") as tmp:
         prepare(chapter, Path(tmp) / "template")
-        todo = {s: p for s, p in found.items() if isinstance(p, Path)}
-        for student, reason in found.items():
-            if isinstance(reason, str):
-                write(student, Result(notebook="", chapter=chapter.name, max_score=max_score(chapter),
-                                      error=reason).to_json(), None)
         bar = tqdm(total=len(found), desc=f"grading {chapter.name}", unit="student", disable=not progress,
                    initial=len(found) - len(todo))
 
         def done(student, data, feedback):
-            write(student, data, feedback)
+            results[student] = data
+            _write_student(out, student, data, feedback or _error_page(student, chapter, data.get("error", "unknown")))
             bar.update(1)
 
-        _run_students(chapter, todo, Path(tmp), jobs=jobs, student_time_limit=student_time_limit, on_done=done,
-                      time_limit=time_limit, memory=memory, sandbox=sandbox)
+        _run_students(chapter, root, todo, Path(tmp), jobs=jobs, student_time_limit=student_time_limit,
+                      on_done=done, time_limit=time_limit, memory=memory, sandbox=sandbox)
         bar.close()
     write_csv(out / "grades.csv", chapter, results)
     if shard:
@@ -190,17 +297,43 @@ def grade_class(chapter: Chapter, submissions: Path, out: Path, *, jobs: int = 0
             f"gradable; mean score {mean:.2f} / {maximum:g}. Wrote {out / 'grades.csv'}\n{sandbox_text}")
 
 
+def _write_student(out: Path, student: str, data: dict, page: str) -> None:
+    """OUT/<student>/results.json and feedback.html; `student` is a checked id, and nothing is written through a link."""
+    folder = out / student
+    if folder.is_symlink():
+        raise CourseError(f"{folder} is a symbolic link; refusing to write a student's results through it")
+    folder.mkdir(exist_ok=True)
+    for name, text in (("results.json", json.dumps(data, indent=2, ensure_ascii=False) + "\n"), ("feedback.html", page)):
+        target = folder / name
+        if target.is_symlink():
+            target.unlink()
+        target.write_text(text, encoding="utf-8")
+
+
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(cell: str) -> str:
+    """A text cell no spreadsheet evaluates: a leading =, +, -, @, tab or carriage return (also after spaces) gets
+    a quote in front, as OWASP recommends for CSV exports."""
+    text = str(cell)
+    if text.startswith(FORMULA_START) or text.lstrip(" ").startswith(FORMULA_START):
+        return "'" + text
+    return text
+
+
 def write_csv(path: Path, chapter: Chapter, results: dict[str, dict]) -> None:
     tests: list[str] = []
     for data in results.values():
         for test in data.get("tests", []):
             if test["name"] not in tests:
                 tests.append(test["name"])
-    with path.open("w", newline="") as handle:
+    with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["student_id", "chapter", "score", "max_score", *tests, "error"])
+        writer.writerow([spreadsheet_safe(h) for h in ["student_id", "chapter", "score", "max_score", *tests, "error"]])
         for student in sorted(results):
             data = results[student]
             scores = {t["name"]: t["score"] for t in data.get("tests", [])}
-            writer.writerow([student, chapter.name, f"{data.get('score', 0):g}", f"{data.get('max_score', 0):g}",
-                             *[f"{scores.get(t, 0):g}" for t in tests], data.get("error", "")])
+            row = [student, chapter.name, f"{data.get('score', 0):g}", f"{data.get('max_score', 0):g}",
+                   *[f"{scores.get(t, 0):g}" for t in tests], data.get("error", "")]
+            writer.writerow([spreadsheet_safe(c) for c in row])

@@ -20,12 +20,14 @@ def place_feedback(chapter: Chapter, submissions: Path, out: Path, feedback: Pat
                    shard: tuple[int, int] | None = None) -> tuple[int, int]:
     """Copy each student's `out/<student>/feedback.html` (this shard's students) to nbgrader's feedback folder
     `feedback/`; return how many, and how many of those lack the files release_feedback needs."""
-    found = find_submissions(chapter, submissions)
+    root = submissions.resolve()
+    found = find_submissions(chapter, root)
     placed = unreleasable = 0
-    for student, notebook in sorted((shards.select(found, shard) if shard else found).items()):
+    for student, entry in sorted((shards.select(found, shard) if shard else found).items()):
         page = out / student / "feedback.html"
-        if not isinstance(notebook, Path) or not page.is_file():
+        if not entry.notebook or not page.is_file():
             continue  # nothing was submitted: there is no submission for nbgrader to attach feedback to
+        notebook = root.joinpath(*entry.notebook)
         target = feedback / student / chapter.name
         target.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(page, target / f"{notebook.stem}.html")

@@ -96,6 +96,8 @@ class SandboxedExecute(Execute):
     # A flood of output can outlast the wait for it; the leftovers belong to a finished request and are ignored.
     raise_on_iopub_timeout = Bool(False).tag(config=True)
     report_file = Unicode("", help="where to write what the sandbox achieved and what happened (JSON)").tag(config=True)
+    restart_timeout = Integer(60, help="seconds a restarted kernel has to answer; then later cells are not run"
+                              ).tag(config=True)
 
     def preprocess(self, nb, resources=None, km=None):
         # A short path: Unix socket names are limited to 108 bytes.
@@ -103,6 +105,7 @@ class SandboxedExecute(Execute):
         self._replay: list[str] = []
         self._kept: dict[str, int] = {}
         self._events: list[str] = []
+        self._broken: str | None = None  # why the kernel is gone for good (a restart that failed)
         self._deadline = time.monotonic() + self.notebook_time_limit
         try:
             return super().preprocess(nb, resources, km)
@@ -132,10 +135,20 @@ class SandboxedExecute(Execute):
         return self.km
 
     def _restart(self, why: str) -> None:
-        """A new kernel, with the cells that had run replayed; the replay counts against the notebook's time."""
+        """A new kernel with the cells that had run replayed, within the notebook's time. If it won't come up (a
+        learner's startup file that stalls it, say), the kernel is marked gone and every later cell and test reports
+        that instead of running."""
         self._events.append(why)
-        run_sync(self.km.restart_kernel)(now=True)
-        run_sync(self.kc.wait_for_ready)(timeout=max(5.0, min(120.0, self._deadline - time.monotonic())))
+        if self._broken:
+            return
+        try:
+            run_sync(self.km.restart_kernel)(now=True)
+            timeout = max(1.0, min(self.restart_timeout, self._deadline - time.monotonic()))
+            run_sync(self.kc.wait_for_ready)(timeout=timeout)
+        except Exception as error:  # RuntimeError from wait_for_ready, DeadKernelError, ...
+            self._broken = f"the kernel could not be restarted ({why}; {type(error).__name__}: {error})"[:300]
+            self._events.append(self._broken)
+            return
         for source in self._replay:
             if time.monotonic() > self._deadline:
                 self._events.append("replay stopped: the notebook's grading time is used up")
@@ -173,6 +186,9 @@ class SandboxedExecute(Execute):
 
     def _run(self, cell, index) -> str | None:
         """Execute a notebook cell; return None if it ran cleanly, else what went wrong."""
+        if self._broken:
+            cell.outputs = [_error("KernelUnavailable", f"not run: {self._broken}")]
+            return "dead"
         if time.monotonic() > self._deadline:
             cell.outputs = [_error("GradingTimeLimit",
                                    f"not run: the notebook used up its {self.notebook_time_limit} s of grading time")]
@@ -201,10 +217,15 @@ class SandboxedExecute(Execute):
         if cell.cell_type != "code":
             return cell, self.resources
         grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
-        if nbutils.is_grade(cell) and not nbutils.is_solution(cell) and grade_id in self.trusted_tests:
-            self._grade_test_cell(cell, index, grade_id)
-        elif self._run(cell, index) is None:
-            self._replay.append(cell.source)
+        try:
+            if nbutils.is_grade(cell) and not nbutils.is_solution(cell) and grade_id in self.trusted_tests:
+                self._grade_test_cell(cell, index, grade_id)
+            elif self._run(cell, index) is None:
+                self._replay.append(cell.source)
+        except Exception as error:  # whatever breaks here costs this cell, never the submission's earned points
+            name = grade_id or f"cell {index}"
+            cell.outputs = [_error("GraderError", _clip(f"{name}: the grader could not run this cell "
+                                                        f"({type(error).__name__}: {error})"))]
         return cell, self.resources
 
     def _grade_test_cell(self, cell, index, grade_id):
@@ -218,7 +239,9 @@ class SandboxedExecute(Execute):
         if problem:
             errors = [o for o in cell.outputs if o.output_type == "error"]
             reason = _first_line(errors[-1]) if errors else problem
-            if reason.startswith("NotImplementedError"):
+            if self._broken:
+                verdict = f"{grade_id}: not run: {self._broken}"
+            elif reason.startswith("NotImplementedError"):
                 verdict = f"{grade_id}: not attempted yet (the exercise still raises NotImplementedError)"
             else:
                 verdict = f"{grade_id}: a visible test failed: {reason}"
@@ -248,6 +271,8 @@ class SandboxedExecute(Execute):
 
     def _send(self, request: dict) -> dict:
         """Carry one request into the kernel (see env.KernelEnv) and bring the answer back."""
+        if self._broken:
+            return {"status": "dead", "error": self._broken}
         if time.monotonic() > self._deadline:
             return {"status": "timeout"}
         nonce = secrets.token_hex(12)

@@ -18,10 +18,12 @@ from pathlib import Path
 import nbformat
 from nbgrader.api import Gradebook
 from jupyter_core.paths import jupyter_config_dir
+from jinja2 import pass_context
 from nbconvert.exporters import HTMLExporter
+from nbconvert.filters import clean_html
 from nbconvert.preprocessors import CSSHTMLHeaderPreprocessor
 from nbgrader.converters import Autograde, GenerateFeedback
-from nbgrader.preprocessors import GetGrades
+from nbgrader.preprocessors import ClearHiddenTests, GetGrades
 from nbgrader.coursedir import CourseDirectory
 from nbgrader.preprocessors import (AssignLatePenalties, CheckCellMetadata, IgnorePattern, LimitOutput,
                                     SaveAutoGrades)
@@ -59,28 +61,47 @@ class Result:
     events: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict:
-        """Gradescope's results.json form, plus `notebook` and `chapter` (and what the sandbox achieved)."""
-        data = asdict(self)
-        data["tests"] = [asdict(t) for t in self.tests]
-        if self.error is None:
-            data.pop("error")
-        else:
-            data["output"] = self.error
+        """Gradescope's results.json form, plus `notebook` (its file name) and `chapter`: names, points and the
+        messages a learner reads, nothing else (no paths, no source). `sandbox` says what isolation the grader
+        achieved, reduced to known keys and plain values (the file it comes from was written next to the kernel)."""
+        data = {
+            "notebook": Path(self.notebook).name, "chapter": self.chapter,
+            "score": self.score, "max_score": self.max_score,
+            "tests": [{"name": t.name, "score": t.score, "max_score": t.max_score, "output": _clip_message(t.output)}
+                      for t in self.tests],
+        }
+        if self.error is not None:
+            data["error"] = data["output"] = _clip_message(self.error)
+        data["sandbox"] = {k: v for k, v in self.sandbox.items()
+                           if k in SANDBOX_KEYS and isinstance(v, SANDBOX_KEYS[k]) and len(str(v)) <= 80}
+        data["events"] = [_clip_message(str(e)) for e in self.events[:20]]
         return data
 
 
+SANDBOX_KEYS = {"sandbox": str, "network": str, "files": str, "memory_limit": bool, "memory_bytes": int,
+                "memory_total": bool, "processes_total": bool}
+
+
+def _clip_message(text: str, limit: int = 1000) -> str:
+    text = str(text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 # --- reading a submission ------------------------------------------------------------------------------------------
+def _nbgrader_meta(cell) -> dict:
+    meta = cell.get("metadata", {}).get("nbgrader") if isinstance(cell.get("metadata"), dict) else None
+    return meta if isinstance(meta, dict) and isinstance(meta.get("grade_id"), str) else {}
+
+
 def _grade_ids(nb) -> list[str]:
-    return [c.metadata["nbgrader"]["grade_id"] for c in nb.cells
-            if isinstance(c.get("metadata", {}).get("nbgrader"), dict) and "grade_id" in c.metadata["nbgrader"]]
+    return [_nbgrader_meta(c)["grade_id"] for c in nb.cells if _nbgrader_meta(c)]
 
 
 def _exercise_ids(nb) -> set[str]:
     """The ids of graded cells (solutions and tests): what tells one chapter's notebook from another's.
     Locked cells such as `setup` exist in every chapter and say nothing."""
-    return {c.metadata["nbgrader"]["grade_id"] for c in nb.cells
-            if isinstance(c.get("metadata", {}).get("nbgrader"), dict) and "grade_id" in c.metadata["nbgrader"]
-            and (c.metadata["nbgrader"].get("grade") or c.metadata["nbgrader"].get("solution"))}
+    return {_nbgrader_meta(c)["grade_id"] for c in nb.cells
+            if _nbgrader_meta(c).get("grade") or _nbgrader_meta(c).get("solution")}
 
 
 @functools.lru_cache(maxsize=None)
@@ -94,28 +115,34 @@ def _source_exercise_ids(chapter: Chapter) -> frozenset[str]:
     return frozenset(_exercise_ids(_source(chapter)))
 
 
-def read_submission(path: Path, chapter: Chapter):
-    """Parse and check a submitted notebook; return it without outputs, or raise SubmissionError with one line."""
+def read_submission(path: Path, chapter: Chapter, data: bytes | None = None):
+    """Parse and check a submitted notebook; return it without outputs, or raise SubmissionError with one line.
+
+    `data`: the file's bytes when the caller has already read them (the class command reads each notebook itself,
+    refusing links); `path` then only names the file in messages."""
     path = Path(path)
-    if not path.exists():
-        raise SubmissionError(f"{path}: no such file. Give the path of your notebook, e.g. notebooks/{chapter.name}.ipynb")
-    if path.is_dir():
-        raise SubmissionError(f"{path} is a folder; give the path of a notebook file (.ipynb)")
-    size = path.stat().st_size
-    if size > MAX_NOTEBOOK_BYTES:
-        raise SubmissionError(
-            f"{path} is {size / 2**20:.0f} MiB, over the {MAX_NOTEBOOK_BYTES // 2**20} MiB limit; clear the outputs "
-            "(Kernel > Restart Kernel and Clear Outputs), save, and try again")
+    if data is None:
+        if not path.exists():
+            raise SubmissionError(f"{path}: no such file. Give the path of your notebook, e.g. notebooks/{chapter.name}.ipynb")
+        if path.is_dir():
+            raise SubmissionError(f"{path} is a folder; give the path of a notebook file (.ipynb)")
+        check_size(path, path.stat().st_size)
+        data = path.read_bytes()
+    check_size(path, len(data))
     try:
-        nb = nbformat.reads(path.read_bytes().decode("utf-8"), as_version=4)
+        nb = nbformat.reads(data.decode("utf-8"), as_version=4)
     except UnicodeDecodeError:
         raise SubmissionError(f"{path} is not a text file; a notebook is a .ipynb JSON file") from None
     except Exception as error:  # nbformat raises several kinds for broken JSON
-        reason = str(error).splitlines()[0][:120]
+        reason = str(error).splitlines()[0][:120] if str(error) else type(error).__name__
         raise SubmissionError(f"{path} is not a readable notebook ({reason}); re-download it or restore a saved "
                               "copy") from None
     if not isinstance(nb, dict) or not isinstance(nb.get("cells"), list):
         raise SubmissionError(f"{path} is not a Jupyter notebook (no cells)")
+    nb.cells = [c for c in nb.cells if isinstance(c, dict)]
+    for cell in nb.cells:
+        if not isinstance(cell.get("metadata"), dict):
+            cell["metadata"] = nbformat.NotebookNode()
     ids = _exercise_ids(nb)
     mine = len(ids & _source_exercise_ids(chapter))
     for other in chapters() if len(ids) > mine else []:
@@ -127,6 +154,13 @@ def read_submission(path: Path, chapter: Chapter):
         raise SubmissionError(f"{path} is not a notebook of this course (none of its cells are exercises of "
                               f"{chapter.name}); start from notebooks/{chapter.name}.ipynb")
     return _normalise(nb, chapter)
+
+
+def check_size(path: Path, size: int) -> None:
+    if size > MAX_NOTEBOOK_BYTES:
+        raise SubmissionError(
+            f"{path} is {size / 2**20:.0f} MiB, over the {MAX_NOTEBOOK_BYTES // 2**20} MiB limit; clear the outputs "
+            "(Kernel > Restart Kernel and Clear Outputs), save, and try again")
 
 
 def _normalise(nb, chapter: Chapter):
@@ -145,9 +179,13 @@ def _normalise(nb, chapter: Chapter):
         meta = cell.metadata.get("nbgrader")
         if meta is not None:
             grade_id = meta.get("grade_id") if isinstance(meta, dict) else None
-            if grade_id not in known or grade_id in seen:
+            grade_id = grade_id if isinstance(grade_id, str) else None
+            if grade_id not in known or grade_id in seen or known[grade_id].cell_type != cell.cell_type:
                 del cell.metadata["nbgrader"]
             else:
+                # The source decides what a cell is (solution, test, points): a submission that marks a test cell
+                # `solution: true` or changes its points gets the source's metadata back.
+                cell.metadata["nbgrader"] = nbformat.from_dict(json.loads(json.dumps(known[grade_id].metadata.nbgrader)))
                 seen.add(grade_id)
         if cell.cell_type == "code":
             cell.outputs, cell.execution_count = [], None
@@ -202,15 +240,19 @@ def grading_config(root: Path, chapter: Chapter, student: str, *, time_limit: in
     config.SandboxedExecute.scratch_root = str(scratch_root or "")
     config.SandboxedExecute.trusted_tests = trusted_tests(chapter)
     config.SandboxedExecute.report_file = str(root / "sandbox-report.json")
+    config.SandboxedExecute.restart_timeout = max(20, 2 * time_limit)
     return config
 
 
 def grade_one(chapter: Chapter, notebook: Path, *, template: Path | None = None, workdir: Path | None = None,
               student: str = STUDENT, time_limit: int = 30, memory: int = 2 * 2**30, sandbox: bool = True,
-              feedback: bool = False, scratch_root: Path | None = None) -> tuple[Result, Path]:
-    """Grade one submission; return its result and the folder it was graded in (feedback under `feedback/`)."""
+              feedback: bool = False, data: bytes | None = None,
+              scratch_root: Path | None = None) -> tuple[Result, Path]:
+    """Grade one submission; return its result and the folder it was graded in (feedback under `feedback/`).
+
+    `data`: the notebook's bytes, already read by the caller (then `notebook` only names it)."""
     result = Result(notebook=str(notebook), chapter=chapter.name, max_score=max_score(chapter))
-    nb = read_submission(notebook, chapter)  # SubmissionError goes to the caller
+    nb = read_submission(notebook, chapter, data)  # SubmissionError goes to the caller
     workdir = Path(workdir or tempfile.mkdtemp(prefix="grading-"))
     root = workdir / "course"
     if template is None:
@@ -223,12 +265,38 @@ def grade_one(chapter: Chapter, notebook: Path, *, template: Path | None = None,
     config = grading_config(root, chapter, student, time_limit=time_limit, memory=memory, sandbox=sandbox,
                             scratch_root=scratch_root)
     coursedir = CourseDirectory(config=config)
-    with quiet_logs():
-        Autograde(coursedir=coursedir, config=config).start()
-    _collect(result, root, chapter, student)
+    try:
+        with quiet_logs():
+            Autograde(coursedir=coursedir, config=config).start()
+    except Exception as error:  # nbgrader gave up on this notebook: say so, keep whatever it recorded
+        failure = f"grading stopped early ({type(error).__name__}: {_one_line(error)})"
+    else:
+        failure = None
+    try:
+        _collect(result, root, chapter, student)
+    except Exception as error:
+        result.error = f"grading failed: the gradebook could not be read ({type(error).__name__}: {_one_line(error)})"
+    if failure and result.error is None and not result.tests:
+        result.error = failure
+    elif failure:
+        result.events.append(failure)
     if feedback and result.error is None:
         write_feedback(root, chapter, student)
     return result, root
+
+
+def _one_line(error: BaseException, limit: int = 200) -> str:
+    text = (str(error).strip().splitlines() or [""])[0]
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class SafeFeedbackExporter(HTMLExporter):
+    """HTMLExporter whose Markdown goes through nbconvert's `clean_html` (bleach) as `sanitize_html` intends:
+    nbgrader's feedback template renders Markdown cells with its own block, which skips that filter."""
+
+    @pass_context
+    def markdown2html(self, context, source):
+        return clean_html(super().markdown2html(context, source))
 
 
 _feedback_exporter = None
@@ -236,18 +304,36 @@ _feedback_exporter = None
 
 def write_feedback(root: Path, chapter: Chapter, student: str) -> Path:
     """nbgrader's feedback page (its GetGrades preprocessor and 'feedback' template, configured as GenerateFeedback
-    configures them), with one exporter kept per process: building it is most of GenerateFeedback's cost."""
+    configures them), with one exporter kept per process: building it is most of GenerateFeedback's cost.
+
+    Two steps GenerateFeedback leaves out: the hidden tests are cleared (nbgrader's ClearHiddenTests, as when a
+    notebook is released), and the learner's HTML and Markdown are sanitised (nbconvert's `sanitize_html`, which
+    runs bleach over Markdown cells and HTML outputs and drops JavaScript outputs), so the page an instructor
+    opens runs none of the learner's script."""
     global _feedback_exporter
     if _feedback_exporter is None:
         config = GenerateFeedback(coursedir=CourseDirectory(config=nbgrader_config(root)),
                                   config=nbgrader_config(root)).config
-        _feedback_exporter = HTMLExporter(config=config)
+        config.HTMLExporter.sanitize_html = True
+        _feedback_exporter = SafeFeedbackExporter(config=config)
     graded = root / "autograded" / student / chapter.name / f"{chapter.name}.ipynb"
     nb = nbformat.read(graded, as_version=4)
     resources = {"nbgrader": {"notebook": chapter.name, "assignment": chapter.name, "student": student,
                               "db_url": f"sqlite:///{root / 'gradebook.db'}"},
                  "config_dir": jupyter_config_dir()}
     nb, resources = GetGrades().preprocess(nb, resources)
+    nb, resources = ClearHiddenTests(enforce_metadata=False).preprocess(nb, resources)
+    nb.metadata = nbformat.from_dict({"kernelspec": nb.metadata.get("kernelspec", {}),
+                                      "language_info": {"name": "python"}})
+    for cell in nb.cells:
+        cell.metadata = nbformat.from_dict({k: v for k, v in cell.metadata.items() if k == "nbgrader"})
+        if cell.cell_type == "raw":  # raw cells pass into HTML untouched: show them as text
+            cell.cell_type, cell.source = "markdown", "```\n" + cell.source.replace("```", "` ` `") + "\n```"
+        cell.pop("attachments", None)
+        for output in cell.get("outputs", []):
+            # The templates write an image's width/height metadata into the tag unquoted: learner text never
+            # gets there (nor file names, nor the `isolated` switch)
+            output["metadata"] = {}
     nb, resources = CSSHTMLHeaderPreprocessor().preprocess(nb, resources)
     body, _ = _feedback_exporter.from_notebook_node(nb, resources)
     page = root / "feedback" / student / chapter.name / f"{chapter.name}.html"

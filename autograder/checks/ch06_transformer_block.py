@@ -624,39 +624,79 @@ def gpt_matches_reference():
         expect_close("GPTLike", got, want, atol=1e-4, rtol=1e-4, case=case, what="logits", hint=hint)
 
 
+_GPT_PROBE = """
+import torch
+model = GPTLike(vocab_size, d_model, n_heads, d_ff, n_layers, max_len)
+model.load_state_dict(sd)
+model.eval()
+with torch.no_grad():
+    outs = [model(v) for v in variants]
+    model.load_state_dict(other_blocks)
+    with_other_blocks = model(variants[0])
+"""
+
+
+def _probe_gpt(seed, V, d, h, d_ff, L, T, variants, substitute):
+    """The learner's GPTLike with seeded weights loaded (then with different block weights): its logits for each
+    variant of the input, and for the first variant once more with the other blocks."""
+    sd = _gpt_sd(_gen(seed), V, d, d_ff, L, T)
+    other = dict(sd)
+    other.update({k: v for k, v in _gpt_sd(_gen(seed + 1000), V, d, d_ff, L, T).items() if k.startswith("blocks.")})
+    b, n = variants[0].shape
+    case = f"GPTLike({V}, {d}, {h}, {d_ff}, {L}, max_len={T}) with seeded weights loaded, ids of shape {(b, n)}"
+    got = env().run("GPTLike", _GPT_PROBE,
+                    inputs={"variants": variants, "sd": sd, "other_blocks": other, "vocab_size": V, "d_model": d,
+                            "n_heads": h, "d_ff": d_ff, "n_layers": L, "max_len": T},
+                    outputs=["outs", "with_other_blocks"], case=case, forbid=FORBID_TRANSFORMER, substitute=substitute)
+    import torch
+
+    outs = got["outs"]
+    expect(isinstance(outs, list) and all(isinstance(o, torch.Tensor) for o in outs)
+           and isinstance(got["with_other_blocks"], torch.Tensor),
+           f"GPTLike: expected a torch.Tensor of logits for {case}; got "
+           f"{type(outs[0] if isinstance(outs, list) and outs else outs).__name__}.")
+    return case, outs, got["with_other_blocks"]
+
+
+def _expect_blocks_used(case, logits, with_other_blocks):
+    change = float((logits.double() - with_other_blocks.double()).abs().max()) if logits.shape == with_other_blocks.shape else 1.0
+    expect(change > 1e-6,
+           f"GPTLike: the logits did not change when the blocks' weights changed, for {case}. The model must send "
+           "the embeddings through every block in self.blocks (x = block(x, mask)) before ln_f and the unembedding.")
+
+
+def _expect_reads_context(case, base, changed_first, position_hint):
+    change = float((changed_first[:, 1:].double() - base[:, 1:].double()).abs().max())
+    expect(change > 1e-6,
+           f"GPTLike: the logits at positions 1.. did not change when only token 0 changed, for {case}: each "
+           f"position sees only its own token (a bigram model). {position_hint}")
+
+
 def gpt_shapes():
-    """Logits of shape (batch, n, vocab_size) for prompts shorter than max_len, one token, and a batch of one."""
+    """Logits of shape (batch, n, vocab_size) for prompts shorter than max_len, one token, and a batch of one, from a
+    model that uses its blocks and (for n > 1) the earlier tokens."""
     import torch
 
     for seed, V, d, h, d_ff, L, T, b, n in [(94, 13, 8, 2, 16, 2, 10, 3, 4), (95, 9, 12, 4, 24, 1, 8, 1, 1),
                                             (96, 30, 8, 2, 16, 2, 16, 2, 16), (97, 5, 8, 1, 8, 3, 12, 1, 7)]:
         r = np.random.default_rng(seed)
         ids = _ids(r, V, b, n)
-        case = f"GPTLike({V}, {d}, {h}, {d_ff}, {L}, max_len={T}), ids of shape {(b, n)}"
-        got = env().run("GPTLike", _GPT_FORWARD,
-                        inputs={"ids": ids, "sd": None, "vocab_size": V, "d_model": d, "n_heads": h, "d_ff": d_ff,
-                                "n_layers": L, "max_len": T},
-                        outputs=["logits"], case=case, forbid=FORBID_TRANSFORMER, substitute=SUB_GPT)["logits"]
-        expect(isinstance(got, torch.Tensor),
-               f"GPTLike: expected a torch.Tensor of logits for {case}; got {type(got).__name__}.")
+        first = ids.clone()
+        first[:, 0] = (first[:, 0] + 1) % V
+        case, (got, got_first), other = _probe_gpt(seed, V, d, h, d_ff, L, T, [ids, first], SUB_GPT)
         expect_shape("GPTLike", got, (b, n, V), case=case,
                      hint="One row of vocab_size logits per position; take positions 0..n-1, not the whole table.")
         expect(got.dtype.is_floating_point and bool(torch.isfinite(got).all()),
                f"GPTLike: logits must be finite floating-point numbers for {case}; got dtype {got.dtype}.")
-
-
-_GPT_CAUSAL = """
-import torch
-torch.manual_seed(0)
-model = GPTLike(vocab_size, d_model, n_heads, d_ff, n_layers, max_len)
-model.eval()
-with torch.no_grad():
-    outs = [model(v) for v in variants]
-"""
+        _expect_blocks_used(case, got, other)
+        if n > 1:
+            _expect_reads_context(case, got, got_first, "Send the embeddings through the blocks, whose attention "
+                                                        "mixes the positions.")
 
 
 def gpt_is_causal():
-    """Changing the tokens after position t leaves the logits at positions 0..t unchanged."""
+    """Changing the tokens after position t leaves the logits at positions 0..t unchanged, and changing token 0
+    changes the logits after it (the model reads its context, through its blocks)."""
     import torch
 
     for seed, V, d, h, d_ff, L, T, b in [(98, 17, 16, 4, 32, 2, 8, 2), (99, 10, 12, 3, 24, 3, 6, 1)]:
@@ -668,18 +708,19 @@ def gpt_is_causal():
             changed = ids.clone()
             changed[:, t + 1:] = (changed[:, t + 1:] + torch.from_numpy(r.integers(1, V, size=(b, T - t - 1)))) % V
             variants.append(changed)
-        case = f"GPTLike({V}, {d}, {h}, {d_ff}, {L}, max_len={T}), ids of shape {(b, T)}"
-        outs = env().run("GPTLike", _GPT_CAUSAL,
-                         inputs={"variants": variants, "vocab_size": V, "d_model": d, "n_heads": h, "d_ff": d_ff,
-                                 "n_layers": L, "max_len": T},
-                         outputs=["outs"], case=case, forbid=FORBID_TRANSFORMER, substitute=SUB_GPT_MASKED)["outs"]
-        expect(isinstance(outs, list) and all(isinstance(o, torch.Tensor) for o in outs),
-               f"GPTLike: expected tensors of logits for {case}.")
+        first = ids.clone()
+        first[:, 0] = (first[:, 0] + 1) % V
+        variants.append(first)
+        case, outs, other = _probe_gpt(seed, V, d, h, d_ff, L, T, variants, SUB_GPT_MASKED)
         base = outs[0]
-        for t, out in zip(ts, outs[1:]):
+        for t, out in zip(ts, outs[1:-1]):
             expect_shape("GPTLike", out, (b, T, V), case=case)
             diff = float((out[:, : t + 1] - base[:, : t + 1]).abs().max())
             expect(diff <= 1e-5,
                    f"GPTLike: the logits at positions 0..{t} changed by up to {diff:.3g} when only tokens after "
                    f"position {t} changed, for {case}. Build the causal mask (True on and below the diagonal) and "
                    "pass it to every block: block(x, mask).")
+        expect_shape("GPTLike", outs[-1], (b, T, V), case=case)
+        _expect_reads_context(case, base, outs[-1], "Causal means each position sees itself and the positions "
+                                                    "before it, through the blocks' attention.")
+        _expect_blocks_used(case, base, other)

@@ -344,18 +344,28 @@ GENERATE_SNIPPET = """
 import torch
 model = GPT(**config).double().eval()
 model.load_state_dict(state)
-processed = []
-_forward = model.forward
-def _recording_forward(idx, *args, **kwargs):
-    processed.append(int(idx.shape[-1]))
-    return _forward(idx, *args, **kwargs)
-model.forward = _recording_forward
+# Work is counted where every path to the model's computation passes: the attention class itself (so
+# type(model).forward, model.blocks[i] and copy.deepcopy(model) are all counted, and decoy calls add to the count),
+# and, when asked, every matrix multiply torch dispatches (so a second model built from another class counts too).
+positions = []
+_attend = CausalSelfAttention.forward
+def _counting_attend(self, x, cache=None):
+    positions.append(int(x.shape[-2]))
+    return _attend(self, x, cache)
+CausalSelfAttention.forward = _counting_attend
+flops = None
 with torch.no_grad():
-    tokens = generate_greedy(model, prompt.clone(), n_new, use_cache=use_cache)
+    if measure:
+        from torch.utils.flop_counter import FlopCounterMode
+        with FlopCounterMode(display=False) as _counter:
+            tokens = generate_greedy(model, prompt.clone(), n_new, use_cache=use_cache)
+        flops = int(_counter.get_total_flops())
+    else:
+        tokens = generate_greedy(model, prompt.clone(), n_new, use_cache=use_cache)
 """
 
 
-def _generate(seed, config, batch, t0, n_new, use_cache, case):
+def _generate(seed, config, batch, t0, n_new, use_cache, case, measure=False):
     torch = _torch()
     model = _reference_model(config, seed)
     prompt = torch.from_numpy(rng(seed).integers(0, config["vocab_size"], size=(batch, t0)))
@@ -363,8 +373,8 @@ def _generate(seed, config, batch, t0, n_new, use_cache, case):
         "generate_greedy",
         MODEL_SOURCE + GENERATE_SNIPPET,
         inputs={"config": config, "state": {k: v.clone() for k, v in model.state_dict().items()},
-                "prompt": prompt, "n_new": n_new, "use_cache": use_cache},
-        outputs=["tokens", "processed"],
+                "prompt": prompt, "n_new": n_new, "use_cache": use_cache, "measure": measure},
+        outputs=["tokens", "positions", "flops"],
         case=case, substitute=SUBSTITUTE_CACHE,
     )
     return model, prompt, got
@@ -399,16 +409,48 @@ def generate_greedy_matches_uncached():
                         "Take the argmax of the logits at the last position and append it."))
 
 
+def _reference_cached_flops(config, seed, batch, t0, n_new):
+    """Matrix-multiply work of a cached generation (prefill, then one token per step), measured here."""
+    torch = _torch()
+    from torch.utils.flop_counter import FlopCounterMode
+
+    scope = {"__name__": "ch08_reference_cached", "attend_with_cache": _ref_attend_with_cache}
+    exec(compile(MODEL_SOURCE, "<reference GPT>", "exec"), scope)
+    model = scope["GPT"](**config).double().eval()
+    idx = torch.from_numpy(rng(seed).integers(0, config["vocab_size"], size=(batch, t0)))
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        caches = [_RefKVCache() for _ in model.blocks]
+        logits = model(idx, caches=caches, start_pos=0)
+        for step in range(n_new - 1):
+            token = logits[:, -1].argmax(dim=-1, keepdim=True)
+            logits = model(token, caches=caches, start_pos=t0 + step)
+    return int(counter.get_total_flops())
+
+
 def generate_greedy_uses_cache():
     for seed, config, batch, t0, n_new in GENERATION_CASES:
-        case = f"batch={batch}, prompt of {t0} tokens, {n_new} new tokens, use_cache=True"
-        _, _, got = _generate(seed, config, batch, t0, n_new, True, case)
-        processed = got["processed"]
-        total = int(sum(processed))
-        expect(len(processed) >= n_new - 1 and total <= t0 + n_new,
-               f"generate_greedy: with use_cache=True the model should see each position once (at most {t0 + n_new} "
-               f"token positions in all) for {case}; it processed {total} over {len(processed)} calls. Run the "
-               "prompt once to fill the caches, then feed only the newest token.")
+        layers = config["n_layers"]
+        case = f"batch={batch}, prompt of {t0} tokens, {n_new} new tokens, use_cache=True ({layers} blocks)"
+        _, _, got = _generate(seed, config, batch, t0, n_new, True, case, measure=True)
+        positions, flops = got["positions"], got["flops"]
+        expect(isinstance(positions, list) and all(isinstance(p, int) for p in positions),
+               f"generate_greedy: the grader could not count the model's work for {case}.")
+        total = sum(positions)
+        least, most = layers * (t0 + n_new - 1), layers * (t0 + n_new)
+        hint = "Run the prompt once to fill the caches, then feed only the newest token."
+        expect(total >= least,
+               f"generate_greedy: with use_cache=True the model's attention layers saw only {total} token positions "
+               f"for {case}; generating {n_new} tokens needs each of the {t0 + n_new - 1} positions once in each "
+               f"block ({least}). Call the model: the prompt first, then each new token.")
+        expect(total <= most,
+               f"generate_greedy: with use_cache=True the model's attention layers processed {total} token positions "
+               f"over {len(positions)} calls for {case}; a cached generation needs at most {most} (each position "
+               f"once per block). {hint}")
+        want = _reference_cached_flops(config, seed, batch, t0, n_new)
+        expect(isinstance(flops, int) and flops <= 2 * want,
+               f"generate_greedy: with use_cache=True it did {flops / max(want, 1):.1f}x the matrix-multiply work "
+               f"of a cached generation for {case}. {hint}" if isinstance(flops, int) else
+               f"generate_greedy: the grader could not measure the work for {case}.")
 
 
 # ---------------------------------------------------------------- 3. grouped-query attention
@@ -564,6 +606,8 @@ def online_softmax_stable():
 
 
 MEMORY_SNIPPET = """
+import gc
+import tracemalloc
 import torch
 from torch.overrides import TorchFunctionMode
 
@@ -579,22 +623,56 @@ class _LargestTensor(TorchFunctionMode):
                 self.numel, self.shape = t.numel(), tuple(t.shape)
         return out
 
-with _LargestTensor() as _mode:
-    out = online_softmax_attention(q, k, v, block_size)
+def _status_kib(field):
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return None
+
+online_softmax_attention(q, k, v, block_size)  # once first: one-off allocations (thread pools, caches) don't count
+gc.collect()
+try:  # reset the process's peak resident memory (VmHWM) to its current size (Linux: clear_refs, value 5)
+    with open("/proc/self/clear_refs", "w") as handle:
+        handle.write("5")
+    rss_before = _status_kib("VmRSS")
+except OSError:
+    rss_before = None
+tracemalloc.start()
+try:
+    with _LargestTensor() as _mode:
+        out = online_softmax_attention(q, k, v, block_size)
+    traced_peak = tracemalloc.get_traced_memory()[1]
+finally:
+    tracemalloc.stop()
+rss_peak_growth = None if rss_before is None else (_status_kib("VmHWM") - rss_before) * 1024
 largest, largest_shape = _mode.numel, _mode.shape
 """
 
 
 def online_softmax_never_full_matrix():
-    for seed, (n_q, n_k, d, d_v), block in [(131, (40, 96, 4, 3), 8), (132, (24, 70, 6, 5), 5)]:
+    """No full n_q x n_k score matrix at any time, in any library: the largest torch tensor made, the peak of
+    Python's and NumPy's allocations (tracemalloc), and the growth of the whole process's peak resident memory
+    (everything else, torch included) all stay under half of what the full matrix would take."""
+    for seed, (n_q, n_k, d, d_v), block in [(131, (256, 4096, 8, 4), 64), (132, (192, 3072, 6, 5), 48)]:
         q, k, v = _randn(seed, n_q, d), _randn(seed + 1, n_k, d), _randn(seed + 2, n_k, d_v)
-        case = f"q {tuple(q.shape)}, k {tuple(k.shape)}, block_size={block}"
+        case = f"q {tuple(q.shape)}, k {tuple(k.shape)} (float64), block_size={block}"
         got = env().run("online_softmax_attention", MEMORY_SNIPPET,
                         inputs={"q": q, "k": k, "v": v, "block_size": block},
-                        outputs=["out", "largest", "largest_shape"], case=case, forbid=FORBID_ATTENTION)
+                        outputs=["out", "largest", "largest_shape", "traced_peak", "rss_peak_growth"], case=case,
+                        forbid=FORBID_ATTENTION)
         expect_close("online_softmax_attention", got["out"], _sdpa(q, k, v), atol=1e-9, rtol=1e-9, case=case)
-        limit = n_q * n_k // 2
-        expect(got["largest"] < limit,
+        full_bytes = n_q * n_k * 8
+        blockwise = (f"a blockwise pass needs about n_q × block_size = {n_q * block:,} score elements at a time, "
+                     f"never the full {n_q} × {n_k} matrix")
+        expect(got["largest"] < n_q * n_k // 2,
                f"online_softmax_attention: the largest tensor it made has shape {got['largest_shape']} "
-               f"({got['largest']} elements) for {case}; a blockwise pass needs at most n_q × block_size "
-               f"= {n_q * block} score elements at a time, never the full {n_q} × {n_k} matrix.")
+               f"({got['largest']:,} elements) for {case}; {blockwise}.")
+        for key, what in (("traced_peak", "Python and NumPy allocations peaked at"),
+                          ("rss_peak_growth", "the process's peak memory grew by")):
+            used = got[key]
+            if used is None:  # the kernel can't reset its peak-memory counter here: the other probes still count
+                continue
+            expect(isinstance(used, (int, float)) and used < full_bytes // 2,
+                   f"online_softmax_attention: {what} {used / 2**20:.1f} MiB for {case}, while the full score "
+                   f"matrix takes {full_bytes / 2**20:.0f} MiB; {blockwise} (in any library, NumPy included).")

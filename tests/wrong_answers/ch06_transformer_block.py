@@ -185,6 +185,25 @@ WRONG_ANSWERS = [
     {"why": "causal mask the wrong way round (triu: attends to the future)",
      "replace": {"GPTLike": _edit(GPT, ".tril()", ".triu()")},
      "loses": ["test_GPTLike", "test_GPTLike_causal"]},
+    {"why": "a bigram model: no blocks at all, logits from each token alone (right shapes, trivially causal)",
+     "replace": {"GPTLike": '''class GPTLike(nn.Module):
+    def __init__(self, vocab_size, d_model, n_heads, d_ff, n_layers, max_len):
+        super().__init__()
+        self.tok_emb = nn.Embedding(vocab_size, d_model)
+        self.pos_emb = nn.Embedding(max_len, d_model)
+        self.ln_f = LayerNorm(d_model)
+        self.unembed = nn.Linear(d_model, vocab_size, bias=False)
+
+    def forward(self, ids):
+        n = ids.shape[1]
+        return self.unembed(self.ln_f(self.tok_emb(ids) + self.pos_emb(torch.arange(n))))
+'''},
+     "loses": GPT_TESTS},
+    {"why": "builds the blocks but never calls them (a bigram model with the right parameter names)",
+     "replace": {"GPTLike": _edit(GPT, """        for block in self.blocks:
+            x = block(x, mask)
+""", "")},
+     "loses": GPT_TESTS},
     {"why": "shortcut: torch's nn.TransformerEncoder stack",
      "replace": {"GPTLike": '''class GPTLike(nn.Module):
     def __init__(self, vocab_size, d_model, n_heads, d_ff, n_layers, max_len):

@@ -193,6 +193,47 @@ WRONG_ANSWERS = [
         )},
         "loses": ["test_generate_greedy_uses_cache"],
     },
+    {
+        "why": "reruns the whole prefix through type(model).forward (which a counter on the instance misses), with "
+               "one-token decoy calls on the cache for whoever counts calls",
+        "replace": {"generate_greedy": (
+            "def generate_greedy(model, idx, n_new, use_cache=True):\n"
+            "    with torch.no_grad():\n"
+            "        caches = [KVCache() for _ in model.blocks]\n"
+            "        if use_cache:\n"
+            "            model(idx, caches=caches, start_pos=0)\n"
+            "        for step in range(n_new):\n"
+            "            logits = type(model).forward(model, idx)\n"
+            "            next_token = logits[:, -1].argmax(dim=-1, keepdim=True)\n"
+            "            if use_cache and step < n_new - 1:\n"
+            "                model(next_token, caches=caches, start_pos=idx.shape[1])\n"
+            "            idx = torch.cat([idx, next_token], dim=1)\n"
+            "    return idx\n"
+        )},
+        "loses": ["test_generate_greedy_uses_cache"],
+    },
+    {
+        "why": "reruns the whole prefix on a twin model built from the notebook's own GPT class (weights copied), "
+               "with the cached calls on the real model as decoys",
+        "replace": {"generate_greedy": (
+            "def generate_greedy(model, idx, n_new, use_cache=True):\n"
+            "    attn = model.blocks[0].attn\n"
+            "    twin = GPT(model.tok_emb.num_embeddings, model.tok_emb.embedding_dim, attn.n_heads,\n"
+            "               len(model.blocks), model.max_len).to(model.unembed.weight.dtype).eval()\n"
+            "    twin.load_state_dict(model.state_dict())\n"
+            "    with torch.no_grad():\n"
+            "        caches = [KVCache() for _ in model.blocks]\n"
+            "        if use_cache:\n"
+            "            model(idx, caches=caches, start_pos=0)\n"
+            "        for step in range(n_new):\n"
+            "            next_token = twin(idx)[:, -1].argmax(dim=-1, keepdim=True)\n"
+            "            if use_cache and step < n_new - 1:\n"
+            "                model(next_token, caches=caches, start_pos=idx.shape[1])\n"
+            "            idx = torch.cat([idx, next_token], dim=1)\n"
+            "    return idx\n"
+        )},
+        "loses": ["test_generate_greedy_uses_cache"],
+    },
     # ---------------------------------------------------------------- grouped_query_attention
     {
         "why": "k.repeat instead of repeat_interleave: query heads paired with the wrong K/V heads",
@@ -353,6 +394,27 @@ WRONG_ANSWERS = [
             "    acc = torch.zeros(*q.shape[:-1], v.shape[-1], dtype=q.dtype)\n"
             "    for start in range(0, n_k, block_size):\n"
             "        s = scores[..., start:start + block_size]\n"
+            "        m_new = torch.maximum(m, s.amax(dim=-1))\n"
+            "        c = torch.exp(m - m_new)\n"
+            "        p = torch.exp(s - m_new[..., None])\n"
+            "        total = total * c + p.sum(dim=-1)\n"
+            "        acc = acc * c[..., None] + p @ v[..., start:start + block_size, :]\n"
+            "        m = m_new\n"
+            "    return acc / total[..., None]\n"
+        )},
+        "loses": ["test_online_softmax_attention_memory"],
+    },
+    {
+        "why": "builds the full score matrix in NumPy (which a torch-only probe never sees), then walks it in blocks",
+        "replace": {"online_softmax_attention": (
+            "def online_softmax_attention(q, k, v, block_size):\n"
+            "    n_k = k.shape[-2]\n"
+            "    scores = np.matmul(q.numpy(), np.swapaxes(k.numpy(), -1, -2)) / math.sqrt(q.shape[-1])\n"
+            "    m = torch.full(q.shape[:-1], float('-inf'), dtype=q.dtype)\n"
+            "    total = torch.zeros(q.shape[:-1], dtype=q.dtype)\n"
+            "    acc = torch.zeros(*q.shape[:-1], v.shape[-1], dtype=q.dtype)\n"
+            "    for start in range(0, n_k, block_size):\n"
+            "        s = torch.from_numpy(np.ascontiguousarray(scores[..., start:start + block_size]))\n"
             "        m_new = torch.maximum(m, s.amax(dim=-1))\n"
             "        c = torch.exp(m - m_new)\n"
             "        p = torch.exp(s - m_new[..., None])\n"
