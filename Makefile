@@ -13,7 +13,7 @@ STAMP := $(VENV)/.installed
 MATHJAX := _mathjax/_static/mathjax/tex-chtml.js
 CONFIG ?= cpu
 
-.PHONY: help venv sandbox lab release book browser test test-fast check grade bench-grading data train lock clean
+.PHONY: help venv sandbox lab release book browser test test-fast check grade bench-grading data train lock clean ablation
 
 help:
 	@echo "make venv           create .venv with the pinned requirements and the course package"
@@ -26,6 +26,7 @@ help:
 	@echo "make bench-grading  time class grading against plain serial nbgrader"
 	@echo "make data           build data/corpus.txt (chapter 7)"
 	@echo "make train CONFIG=cpu|gpu   train chapter 7's reference GPT"
+	@echo "make ablation       chapter 9: train a GPT-2 block and a Llama block, write book/data/ablation_llama.json"
 
 venv: $(STAMP)
 
@@ -95,6 +96,10 @@ data: venv
 
 train: data
 	$(BIN)/python -m gpt.train --config $(CONFIG)
+
+# Chapter 9's measured ablation (minutes per model on a CPU); the book only plots the JSON it writes.
+ablation: data
+	$(BIN)/python benchmarks/ablation_llama.py --jobs 2
 
 clean:
 	rm -rf _build book/_generated .grading
