@@ -1,4 +1,4 @@
-"""Turning logits into text: temperature and top-k sampling, and a chat-style prompt.
+"""Turning logits into text: temperature, top-k and top-p (nucleus) sampling, and a chat-style prompt.
 
 The chat template follows the oldest trick for making a language model into a chatbot (seed 003): write the start of
 a transcript, "아래는 사용자와 유능하고 매우 지능적인 AI 조수의 대화이다." ("Below is a conversation between a user and a
@@ -13,15 +13,27 @@ import torch
 SYSTEM_KO = "아래는 사용자와 유능하고 매우 지능적인 AI 조수의 대화이다."
 
 
-def sample_next(logits, temperature=1.0, top_k=None, generator=None):
+def top_p_probs(logits, p):
+    """logits (..., vocab) -> the nucleus distribution (..., vocab): the softmax kept on the smallest set of most likely
+    tokens whose probabilities sum to >= p (and on tokens tied with its least likely one), renormalised; 0 elsewhere."""
+    probs = torch.softmax(logits, dim=-1)
+    ranked = torch.sort(probs, dim=-1, descending=True).values
+    above = ranked.cumsum(dim=-1) - ranked                   # the mass ranked above each token
+    smallest = ranked.gather(-1, (above < p).sum(dim=-1, keepdim=True) - 1)
+    kept = torch.where(probs >= smallest, probs, torch.zeros_like(probs))
+    return kept / kept.sum(dim=-1, keepdim=True)
+
+
+def sample_next(logits, temperature=1.0, top_k=None, generator=None, top_p=None):
     """logits (batch, vocab) -> one sampled token id per row, (batch, 1).
 
-    Divide by the temperature (eq. 2.9), keep the top_k largest logits (the rest get probability 0), softmax, draw."""
+    Divide by the temperature (eq. 2.9), keep the top_k largest logits (the rest get probability 0), keep the nucleus
+    of mass top_p (Holtzman et al., 2020), draw."""
     logits = logits / temperature
     if top_k is not None:
         kth = torch.topk(logits, min(top_k, logits.size(-1)), dim=-1).values[:, -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
-    probs = torch.softmax(logits, dim=-1)
+    probs = torch.softmax(logits, dim=-1) if top_p is None else top_p_probs(logits, top_p)
     return torch.multinomial(probs, 1, generator=generator)
 
 

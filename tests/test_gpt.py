@@ -11,7 +11,7 @@ from gpt import data as gdata
 from gpt import train as gtrain
 from gpt.configs import CONFIGS, get_config
 from gpt.model import GPT, GPTConfig
-from gpt.sample import chat_prompt, sample_next
+from gpt.sample import chat_prompt, sample_next, top_p_probs
 
 
 def test_get_batch_shapes_and_offsets():
@@ -81,6 +81,21 @@ def test_sampling_and_chat_prompt():
     assert set(sample_next(logits, 0.01, None, torch.Generator().manual_seed(0))[:, 0].tolist()) == {2}
     prompt = chat_prompt([{"role": "user", "content": " 배가 아파요 "}])
     assert prompt == "아래는 사용자와 유능하고 매우 지능적인 AI 조수의 대화이다.\n\n사용자:\n배가 아파요\n\nAI:\n"
+
+
+def test_top_p_matches_transformers():
+    """The nucleus of gpt.sample against transformers' TopPLogitsWarper (random logits, no ties), plus the edges."""
+    from transformers.generation.logits_process import TopPLogitsWarper
+
+    logits = torch.randn(64, 50, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 2
+    for p in (0.3, 0.9, 1.0):
+        want = torch.softmax(TopPLogitsWarper(top_p=p)(None, logits), dim=-1)
+        assert torch.allclose(top_p_probs(logits, p), want, atol=1e-12)
+    assert torch.equal(top_p_probs(logits, 1e-9) > 0, torch.nn.functional.one_hot(logits.argmax(-1), 50).bool())
+    tied = torch.log(torch.tensor([[0.4, 0.2, 0.2, 0.2]]))
+    assert bool((top_p_probs(tied, 0.5) > 0).all())          # ties at the edge of the nucleus are all kept
+    ids = sample_next(logits.float(), 1.0, None, torch.Generator().manual_seed(0), top_p=1e-9)
+    assert torch.equal(ids[:, 0], logits.argmax(-1))
 
 
 def test_tiny_training_run(tmp_path, monkeypatch):

@@ -724,3 +724,220 @@ def gpt_is_causal():
         _expect_reads_context(case, base, outs[-1], "Causal means each position sees itself and the positions "
                                                     "before it, through the blocks' attention.")
         _expect_blocks_used(case, base, other)
+
+
+# ---------------------------------------------------------------- convert_gpt2 (Hugging Face GPT-2 -> GPTLike)
+#
+# The reference is Hugging Face's own GPT2LMHeadModel, built from a tiny GPT2Config with every parameter drawn here
+# from a fixed seed (nothing is downloaded). The learner's function only renames, splits and transposes tensors, so
+# its answer is a state_dict, plain data: the check runs that state_dict through a float64 GPTLike written here with
+# GPT-2's GELU (the tanh approximation), so a slip in exercises 1-4 cannot cost this exercise, and compares the
+# activations with GPT-2's (also float64) stage by stage: the first stage that differs names the layer to look at.
+
+GPT2_TOL = 1e-5          # on the logits, float64 on both sides (a right mapping agrees to about 1e-12)
+
+
+def _tiny_gpt2(seed, vocab, n_pos, d, n_heads, n_layers, n_inner=None):
+    """A GPT2LMHeadModel with every parameter random (biases and LayerNorms too, so no swap can hide)."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()   # a vocabulary this small has no room for GPT-2's special token ids
+    config = GPT2Config(vocab_size=vocab, n_positions=n_pos, n_embd=d, n_layer=n_layers, n_head=n_heads,
+                        n_inner=n_inner, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+                        bos_token_id=0, eos_token_id=0)
+    torch.manual_seed(seed)
+    model = GPT2LMHeadModel(config).eval()
+    g = _gen(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():    # lm_head.weight is wte.weight (tied): listed once
+            if name.endswith("ln_1.weight") or name.endswith("ln_2.weight") or name.endswith("ln_f.weight"):
+                p.copy_(1 + 0.3 * torch.randn(p.shape, generator=g))
+            elif p.dim() == 1:
+                p.copy_(0.2 * torch.randn(p.shape, generator=g))
+            elif "wte" in name or "wpe" in name:
+                p.copy_(0.7 * torch.randn(p.shape, generator=g))
+            else:                                      # Conv1D weights are (in, out)
+                p.copy_(torch.randn(p.shape, generator=g) / math.sqrt(p.shape[0]))
+    return model
+
+
+def _gpt2_case(seed, vocab, n_pos, d, n_heads, n_layers, n_inner=None):
+    return (f"a tiny random GPT-2 (vocab_size={vocab}, n_positions={n_pos}, n_embd={d}, n_head={n_heads}, "
+            f"n_layer={n_layers}" + (f", n_inner={n_inner}" if n_inner else "") + ")")
+
+
+def _gpt2_expected(hf_sd, n_layers):
+    """GPTLike's name -> the tensor GPT-2 holds for it (the mapping, written independently of the learner's)."""
+    d = hf_sd["transformer.wte.weight"].shape[1]
+    want = {"tok_emb.weight": hf_sd["transformer.wte.weight"], "pos_emb.weight": hf_sd["transformer.wpe.weight"]}
+    for i in range(n_layers):                       # in the order the forward pass uses them
+        h, b = f"transformer.h.{i}.", f"blocks.{i}."
+        want[b + "ln1.weight"], want[b + "ln1.bias"] = hf_sd[h + "ln_1.weight"], hf_sd[h + "ln_1.bias"]
+        w_attn, b_attn = hf_sd[h + "attn.c_attn.weight"], hf_sd[h + "attn.c_attn.bias"]
+        for j, name in enumerate(("W_q", "W_k", "W_v")):
+            want[f"{b}attn.{name}.weight"] = w_attn[:, j * d:(j + 1) * d].t()
+            want[f"{b}attn.{name}.bias"] = b_attn[j * d:(j + 1) * d]
+        want[b + "attn.W_o.weight"], want[b + "attn.W_o.bias"] = hf_sd[h + "attn.c_proj.weight"].t(), hf_sd[h + "attn.c_proj.bias"]
+        want[b + "ln2.weight"], want[b + "ln2.bias"] = hf_sd[h + "ln_2.weight"], hf_sd[h + "ln_2.bias"]
+        want[b + "ffn.fc1.weight"], want[b + "ffn.fc1.bias"] = hf_sd[h + "mlp.c_fc.weight"].t(), hf_sd[h + "mlp.c_fc.bias"]
+        want[b + "ffn.fc2.weight"], want[b + "ffn.fc2.bias"] = hf_sd[h + "mlp.c_proj.weight"].t(), hf_sd[h + "mlp.c_proj.bias"]
+    want.update({"ln_f.weight": hf_sd["transformer.ln_f.weight"], "ln_f.bias": hf_sd["transformer.ln_f.bias"],
+                 "unembed.weight": hf_sd["lm_head.weight"]})
+    return {k: v.detach().clone() for k, v in want.items()}
+
+
+def _gpt2_stages(ids, sd, n_heads, n_layers):
+    """GPTLike with GPT-2's GELU, float64: [(stage name, activation)] in the order the forward pass meets them."""
+    import torch.nn.functional as F
+
+    n = ids.shape[1]
+    stages = []
+    x = F.embedding(ids, sd["tok_emb.weight"]) + sd["pos_emb.weight"][:n]
+    stages.append(("the embeddings (tok_emb(ids) + pos_emb(positions))", x))
+    for i in range(n_layers):
+        b = f"blocks.{i}."
+        x = x + _ref_attn(_ref_ln(x, sd, b + "ln1."), sd, b + "attn.", n_heads, _causal(n))
+        stages.append((f"block {i} after attention (x + attn(ln1(x)))", x))
+        h = F.gelu(F.linear(_ref_ln(x, sd, b + "ln2."), sd[b + "ffn.fc1.weight"], sd[b + "ffn.fc1.bias"]),
+                   approximate="tanh")
+        x = x + F.linear(h, sd[b + "ffn.fc2.weight"], sd[b + "ffn.fc2.bias"])
+        stages.append((f"block {i} after the FFN (x + ffn(ln2(x)))", x))
+    x = _ref_ln(x, sd, "ln_f.")
+    stages.append(("the final LayerNorm (ln_f)", x))
+    stages.append(("the logits (unembed)", x @ sd["unembed.weight"].T))
+    return stages
+
+
+def _hf_stages(model, ids, n_layers):
+    """The same stages read out of Hugging Face's model with forward hooks."""
+    import torch
+
+    seen = {}
+    hooks = []
+    blocks = model.transformer.h
+    for i in range(n_layers):
+        hooks.append(blocks[i].ln_1.register_forward_pre_hook(lambda m, a, i=i: seen.__setitem__(("in", i), a[0])))
+        hooks.append(blocks[i].ln_2.register_forward_pre_hook(lambda m, a, i=i: seen.__setitem__(("mid", i), a[0])))
+    hooks.append(model.transformer.ln_f.register_forward_pre_hook(lambda m, a: seen.__setitem__("last", a[0])))
+    hooks.append(model.transformer.ln_f.register_forward_hook(lambda m, a, out: seen.__setitem__("ln_f", out)))
+    try:
+        with torch.no_grad():
+            logits = model(ids).logits
+    finally:
+        for hook in hooks:
+            hook.remove()
+    out = [seen[("in", 0)]]
+    for i in range(n_layers):
+        out += [seen[("mid", i)], seen[("in", i + 1)] if i + 1 < n_layers else seen["last"]]
+    return out + [seen["ln_f"], logits]
+
+
+def _as_state_dict(got, case):
+    import torch
+
+    expect(isinstance(got, dict) and "__opaque__" not in got,
+           f"convert_gpt2: expected a dict from names to tensors (a state_dict) for {case}; got "
+           f"{got.get('__opaque__') if isinstance(got, dict) else type(got).__name__}.")
+    bad = [k for k, v in got.items() if not isinstance(v, torch.Tensor)]
+    if bad:
+        raise CheckFailed(f"convert_gpt2: the values must be tensors for {case}; {bad[0]!r} holds "
+                          f"{type(got[bad[0]]).__name__}.")
+    return got
+
+
+def _gpt2_hint(got, want, stage_index, n_layers):
+    """Where the check can tell the cause of a difference, say it; else point at the entries of the stage."""
+    missing = [k for k in want if k not in got]
+    if missing:
+        return (f"Your state dict has no {', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''}: every "
+                "parameter of GPTLike needs an entry (GPT-2's lm_head.weight is its wte.weight: tied).")
+    wrong = [k for k in want if tuple(got[k].shape) == tuple(want[k].shape)
+             and not _same(got[k], want[k])]
+    if not wrong:
+        return "Every entry matches GPT-2's; check the names against GPTLike's state_dict()."
+    key = wrong[0]
+    g, w = got[key].double(), want[key].double()
+    if w.dim() == 2 and w.shape[0] == w.shape[1] and _same(g, w.t()):
+        return (f"{key} is GPT-2's weight untransposed. A Hugging Face Conv1D stores W as (in, out) and computes "
+                "x @ W + b; nn.Linear stores (out, in): transpose every Conv1D weight, square ones included.")
+    for a, b in (("W_q", "W_k"), ("W_k", "W_v"), ("W_q", "W_v")):
+        for x, y in ((a, b), (b, a)):
+            if f".attn.{x}." in key:
+                other = key.replace(f".attn.{x}.", f".attn.{y}.")
+                if _same(g, want[other].double()):
+                    return (f"{key} holds what GPT-2 keeps for {other}: c_attn's output columns are "
+                            "[queries | keys | values], n_embd each, in that order.")
+    return f"{key} is not what GPT-2 holds for it (the first entry, in forward order, that differs)."
+
+
+def _same(a, b):
+    import torch
+
+    return tuple(a.shape) == tuple(b.shape) and bool(torch.allclose(a.double(), b.double(), atol=1e-7, rtol=1e-6))
+
+
+GPT2_CASES = [  # (seed, vocab, n_positions, d, heads, layers, n_inner, batch, n)
+    (301, 37, 12, 16, 4, 2, None, 3, 9),
+    (302, 50, 10, 24, 3, 3, 40, 2, 10),
+    (303, 19, 8, 8, 2, 1, None, 4, 5),
+]
+
+
+def convert_gpt2_logits():
+    """Tiny random GPT-2s: with the learner's state dict, GPTLike (GPT-2's GELU) gives Hugging Face's logits to 1e-5,
+    batch > 1, causal; a difference is reported at the first stage (embeddings, block i's attention or FFN, ln_f,
+    logits) where the activations part."""
+    import torch
+
+    for seed, V, T, d, h, L, n_inner, b, n in GPT2_CASES:
+        model = _tiny_gpt2(seed, V, T, d, h, L, n_inner)
+        hf_sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        case = _gpt2_case(seed, V, T, d, h, L, n_inner)
+        got = _as_state_dict(env().call("convert_gpt2", hf_sd, L, case=case), case)
+        want = _gpt2_expected(hf_sd, L)
+        shaped = {}
+        for key, w in want.items():
+            if key in got:
+                expect(tuple(got[key].shape) == tuple(w.shape),
+                       f"convert_gpt2: {key} has shape {tuple(got[key].shape)} for {case}; GPTLike's is "
+                       f"{tuple(w.shape)}. A Conv1D weight is (in, out), an nn.Linear weight (out, in): transpose.")
+                shaped[key] = got[key].double()
+            elif key.split(".")[-2] in ("ln1", "ln2", "ln_f") and key.endswith("weight"):
+                shaped[key] = torch.ones(w.shape, dtype=torch.float64)       # what a fresh LayerNorm holds
+            else:
+                shaped[key] = torch.zeros(w.shape, dtype=torch.float64)
+        ids = torch.from_numpy(np.random.default_rng(seed).integers(0, V, size=(b, n))).long()
+        ours = _gpt2_stages(ids, shaped, h, L)
+        theirs = _hf_stages(model.double(), ids, L)
+        for index, ((stage, a), ref) in enumerate(zip(ours, theirs)):
+            error = float((a - ref).abs().max())
+            if error > GPT2_TOL:
+                before = "" if index == 0 else f" (everything before it matches: {ours[index - 1][0]})"
+                raise CheckFailed(
+                    f"convert_gpt2: with your state dict the activations first differ from GPT-2's at {stage}, by "
+                    f"up to {error:.3g}, for {case}, ids of shape {(b, n)}{before}. "
+                    + _gpt2_hint(got, want, index, L))
+        expect_close("convert_gpt2", ours[-1][1], theirs[-1], atol=GPT2_TOL, case=f"{case}, ids of shape {(b, n)}",
+                     what="logits")
+
+
+def convert_gpt2_names():
+    """Every entry of the result is a GPTLike parameter with GPTLike's shape: load_state_dict(strict=True) would
+    accept it (missing entries are the logits test's business: it names them)."""
+    for seed, V, T, d, h, L, n_inner in [(311, 23, 9, 12, 3, 2, None), (312, 31, 6, 20, 5, 3, 28)]:
+        model = _tiny_gpt2(seed, V, T, d, h, L, n_inner)
+        hf_sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        case = _gpt2_case(seed, V, T, d, h, L, n_inner)
+        got = _as_state_dict(env().call("convert_gpt2", hf_sd, L, case=case), case)
+        want = _gpt2_expected(hf_sd, L)
+        extra = [k for k in got if k not in want]
+        expect(not extra,
+               f"convert_gpt2: the state dict has {len(extra)} entries GPTLike does not have for {case}, e.g. "
+               f"{', '.join(repr(k) for k in extra[:3])}; load_state_dict(strict=True) refuses them. Return only "
+               "GPTLike's names (tok_emb.weight, blocks.0.attn.W_q.weight, ...).")
+        for key, value in got.items():
+            expect(tuple(value.shape) == tuple(want[key].shape),
+                   f"convert_gpt2: {key} has shape {tuple(value.shape)} for {case}; GPTLike's is "
+                   f"{tuple(want[key].shape)}. A Conv1D weight is (in, out), an nn.Linear weight (out, in).")

@@ -306,6 +306,131 @@ def sample_next_top_k():
     _expect_frequencies(ids, torch.softmax(row.double(), -1), case, "top_k larger than the vocabulary keeps all.")
 
 
+# ----------------------------------------------------------------------------------------------------- top_p_probs
+# Nucleus (top-p) sampling: keep the smallest set of most likely tokens whose probabilities add up to at least p,
+# renormalise, sample. The function under test returns that distribution, so it is compared exactly (no sampling).
+# Two cells: which tokens survive (against transformers' TopPLogitsWarper, and a reference here for ties), and the
+# probabilities inside the learner's own nucleus (renormalised softmax), so that each mistake costs one cell.
+FORBID_TOP_P = ["transformers.generation.logits_process.TopPLogitsWarper*"]
+
+
+def _hf_nucleus(logits, p):
+    """transformers' top-p filter, in float64: True where a token survives. (2-D only, hence the reshape.)"""
+    from transformers.generation.logits_process import TopPLogitsWarper
+
+    flat = logits.double().reshape(-1, logits.shape[-1])
+    kept = torch.isfinite(TopPLogitsWarper(top_p=p)(None, flat))
+    return kept.reshape(logits.shape)
+
+
+def _nucleus(probs, p, rule="before"):
+    """Reference and diagnoses, float64. rule: 'before' (the nucleus; ties with its last token kept), 'after' (stops
+    before the token that crosses p), 'ascending' (sorted the wrong way)."""
+    sorted_probs = torch.sort(probs, dim=-1, descending=rule != "ascending").values
+    cum = sorted_probs.cumsum(-1)
+    inside = (cum <= p) if rule == "after" else (cum - sorted_probs < p)
+    n_keep = inside.sum(-1, keepdim=True).clamp(min=1)
+    threshold = sorted_probs.gather(-1, n_keep - 1)
+    return probs <= threshold if rule == "ascending" else probs >= threshold
+
+
+def _random_logits(seed, shape, scale, p, dtype):
+    """Random logits whose nucleus is not decided by rounding: the mass before each token is at least 1e-4 from p."""
+    for attempt in range(50):
+        z = torch.from_numpy(rng(seed + 1000 * attempt).normal(size=shape) * scale)
+        probs = torch.softmax(z, -1)
+        sorted_probs = torch.sort(probs, -1, descending=True).values
+        before = (sorted_probs.cumsum(-1) - sorted_probs)[..., 1:]     # the top token is always in
+        if float((before - p).abs().min()) > 1e-4:
+            return z.to(dtype)
+    raise RuntimeError("no well-separated logits for this case")     # fixed seeds: never happens
+
+
+def _top_p(logits, p, case):
+    got = env().call("top_p_probs", logits, p, case=case, forbid=FORBID_TOP_P)
+    expect_type("top_p_probs", got, "tensor", case)
+    expect_shape("top_p_probs", got, tuple(logits.shape), case, hint="One probability per logit: the input's shape.")
+    expect(bool(torch.isfinite(got.double()).all()),
+           f"top_p_probs: got nan or inf for {case}. Keep at least the most likely token, so no row is all zeros.")
+    return got
+
+
+def _tied_rows(seed):
+    """Probabilities with ties exactly at the nucleus' edge (and at the top), shuffled, as logits log(q) + c."""
+    r = rng(seed)
+    rows = []
+    for q in ([0.4, 0.2, 0.2, 0.2, 0.0], [0.3, 0.3, 0.2, 0.1, 0.1], [0.4, 0.3, 0.15, 0.15, 0.0]):
+        q = np.array(q) + 1e-9                            # (the tiny tail keeps every logit finite)
+        rows.append(np.log(q[r.permutation(5)]) + r.normal())
+    return torch.tensor(np.array(rows))
+
+
+def top_p_probs_nucleus():
+    """Which tokens survive: the smallest set of most likely tokens with mass >= p, including the token that crosses
+    p; p = 1 keeps all, a tiny p only the argmax; tokens tied with the nucleus' least likely token are kept."""
+    cases = [(81, (6, 12), 0.9, torch.float32, 2.0), (82, (3, 4, 30), 0.5, torch.float32, 1.5),
+             (83, (65,), 0.95, torch.float64, 2.0), (84, (8, 7), 0.3, torch.float64, 3.0),
+             (85, (5, 9), 1.0, torch.float32, 2.0), (86, (4, 11), 1e-9, torch.float64, 2.0)]
+    for seed, shape, p, dtype, scale in cases:
+        logits = _random_logits(seed, shape, scale, p, dtype) if p < 1 else \
+            torch.from_numpy(rng(seed).normal(size=shape) * scale).to(dtype)
+        case = f"{str(dtype).replace('torch.', '')} logits of shape {shape}, p={p:g}"
+        _compare_nucleus(_top_p(logits, p, case), logits, _hf_nucleus(logits, p), p, case)
+    for seed, p in [(87, 0.5), (88, 0.1), (89, 0.8)]:
+        logits = _tied_rows(seed)
+        case = f"logits of shape (3, 5) with equal probabilities at the edge of the nucleus, p={p:g}"
+        _compare_nucleus(_top_p(logits, p, case), logits, _nucleus(torch.softmax(logits.double(), -1), p), p, case,
+                         ties=True)
+
+
+def _compare_nucleus(got, logits, want, p, case, ties=False):
+    kept = got.double() > 0
+    if torch.equal(kept, want):
+        return
+    probs = torch.softmax(logits.double(), -1)
+    flat_got, flat_want = kept.reshape(-1, kept.shape[-1]), want.reshape(-1, want.shape[-1])
+    row = int((flat_got != flat_want).any(-1).nonzero()[0])
+    mass = float(probs.reshape(-1, probs.shape[-1])[row][flat_want[row]].sum())
+    hint = "The nucleus is the most likely tokens, taken in order until their probabilities add up to p or more."
+    if torch.equal(kept, _nucleus(probs, p, "after")):
+        hint = ("You stop before the token that takes the sum past p; that token belongs to the nucleus (the kept "
+                "mass must reach p).")
+    elif torch.equal(kept, _nucleus(probs, p, "ascending")):
+        hint = "You take the least likely tokens first: sort by probability in descending order."
+    elif not bool(flat_got[row].any()):
+        hint = "Keep at least the most likely token."
+    elif ties:
+        hint += " Tokens exactly as likely as the last one in the nucleus are kept too."
+    raise CheckFailed(
+        f"top_p_probs: for {case}, row {row} (flattened), expected {int(flat_want[row].sum())} tokens to survive "
+        f"(their probabilities add up to {mass:.4f}), got {int(flat_got[row].sum())} with nonzero probability. {hint}")
+
+
+def top_p_probs_renormalised():
+    """Inside the nucleus the learner keeps, the probabilities are the softmax's, divided by the kept mass (rows sum
+    to 1), zero outside, in the input's dtype (float32 and float64)."""
+    for seed, shape, p, dtype in [(91, (5, 16), 0.9, torch.float32), (92, (2, 3, 20), 0.75, torch.float64),
+                                  (93, (40,), 0.6, torch.float32), (94, (3, 9), 1.0, torch.float64)]:
+        logits = torch.from_numpy(rng(seed).normal(size=shape) * 1.5).to(dtype)
+        name = str(dtype).replace("torch.", "")
+        case = f"{name} logits of shape {shape}, p={p:g}"
+        got = _top_p(logits, p, case)
+        expect(got.dtype == dtype, f"top_p_probs: expected {name} probabilities for {case}; got "
+                                   f"{str(got.dtype).replace('torch.', '')}. Keep the input's dtype.")
+        kept = got.double() > 0
+        expect(bool(kept.any(-1).all()), f"top_p_probs: a row has no token left for {case}. Keep at least the most "
+                                         "likely token.")
+        want = torch.softmax(logits.double(), -1) * kept
+        want = want / want.sum(-1, keepdim=True)
+        sums = got.double().sum(-1)
+        hint = "Inside the nucleus, the probabilities keep their ratios: softmax, zero the rest, divide by the kept mass."
+        if float((sums - 1).abs().max()) > 1e-5:
+            hint = (f"Rows must sum to 1; yours sum to as little as {float(sums.min()):.4f}. Divide by the kept mass "
+                    "(renormalise).")
+        tol = dict(atol=1e-6, rtol=1e-5) if dtype == torch.float32 else dict(atol=1e-12, rtol=1e-10)
+        expect_close("top_p_probs", got.double(), want, case=case, what="probabilities", hint=hint, **tol)
+
+
 # ----------------------------------------------------------------------------------------------------- chat_prompt
 def _reference_prompt(messages, system=SYSTEM_KO, user="사용자", assistant="AI"):
     names = {"user": user, "assistant": assistant}

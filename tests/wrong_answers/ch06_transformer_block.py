@@ -224,3 +224,55 @@ WRONG_ANSWERS = [
 '''},
      "loses": GPT_TESTS},
 ]
+
+# ---------------------------------------------------------------- convert_gpt2
+CONVERT = '''def convert_gpt2(hf_state_dict, n_layers):
+    sd = {"tok_emb.weight": hf_state_dict["transformer.wte.weight"],
+          "pos_emb.weight": hf_state_dict["transformer.wpe.weight"]}
+    d = sd["tok_emb.weight"].shape[1]
+    for i in range(n_layers):
+        hf, ours = f"transformer.h.{i}.", f"blocks.{i}."
+        for theirs, mine in (("ln_1", "ln1"), ("ln_2", "ln2")):
+            sd[f"{ours}{mine}.weight"] = hf_state_dict[f"{hf}{theirs}.weight"]
+            sd[f"{ours}{mine}.bias"] = hf_state_dict[f"{hf}{theirs}.bias"]
+        weights = hf_state_dict[hf + "attn.c_attn.weight"].split(d, dim=1)
+        biases = hf_state_dict[hf + "attn.c_attn.bias"].split(d)
+        for name, w, b in zip(("W_q", "W_k", "W_v"), weights, biases):
+            sd[f"{ours}attn.{name}.weight"] = w.t()
+            sd[f"{ours}attn.{name}.bias"] = b
+        for theirs, mine in (("attn.c_proj", "attn.W_o"), ("mlp.c_fc", "ffn.fc1"), ("mlp.c_proj", "ffn.fc2")):
+            sd[f"{ours}{mine}.weight"] = hf_state_dict[f"{hf}{theirs}.weight"].t()
+            sd[f"{ours}{mine}.bias"] = hf_state_dict[f"{hf}{theirs}.bias"]
+    sd["ln_f.weight"] = hf_state_dict["transformer.ln_f.weight"]
+    sd["ln_f.bias"] = hf_state_dict["transformer.ln_f.bias"]
+    sd["unembed.weight"] = hf_state_dict["lm_head.weight"]
+    return sd
+'''
+
+WRONG_ANSWERS += [
+    {"why": "convert_gpt2 reads c_attn's columns as [Q | V | K]: keys and values swapped",
+     "replace": {"convert_gpt2": _edit(CONVERT, '("W_q", "W_k", "W_v")', '("W_q", "W_v", "W_k")')},
+     "loses": ["test_convert_gpt2"]},
+    {"why": "convert_gpt2 transposes only the weights whose shape complains (the FFN's), not the square attention ones",
+     "replace": {"convert_gpt2": _edit(_edit(CONVERT, 'sd[f"{ours}attn.{name}.weight"] = w.t()',
+                                             'sd[f"{ours}attn.{name}.weight"] = w'),
+                                       'sd[f"{ours}{mine}.weight"] = hf_state_dict[f"{hf}{theirs}.weight"].t()',
+                                       'sd[f"{ours}{mine}.weight"] = hf_state_dict[f"{hf}{theirs}.weight"]'
+                                       '\n            if mine != "attn.W_o":\n'
+                                       '                sd[f"{ours}{mine}.weight"] = sd[f"{ours}{mine}.weight"].t()')},
+     "loses": ["test_convert_gpt2"]},
+    {"why": "convert_gpt2 leaves out the final LayerNorm (ln_f keeps its initial ones and zeros)",
+     "replace": {"convert_gpt2": _edit(CONVERT, '''    sd["ln_f.weight"] = hf_state_dict["transformer.ln_f.weight"]
+    sd["ln_f.bias"] = hf_state_dict["transformer.ln_f.bias"]
+''', "")},
+     "loses": ["test_convert_gpt2"]},
+    {"why": "convert_gpt2 adds GPTLike's names to a copy of GPT-2's dict: GPT-2's own keys stay in it",
+     "replace": {"convert_gpt2": _edit(CONVERT, '''    sd = {"tok_emb.weight": hf_state_dict["transformer.wte.weight"],
+          "pos_emb.weight": hf_state_dict["transformer.wpe.weight"]}''', '''    sd = dict(hf_state_dict)
+    sd["tok_emb.weight"] = hf_state_dict["transformer.wte.weight"]
+    sd["pos_emb.weight"] = hf_state_dict["transformer.wpe.weight"]''')},
+     "loses": ["test_convert_gpt2_names"]},
+    {"why": "convert_gpt2 never transposes: Conv1D's (in, out) weights go straight into nn.Linear's (out, in) slots",
+     "replace": {"convert_gpt2": CONVERT.replace("w.t()", "w").replace('weight"].t()', 'weight"]')},
+     "loses": ["test_convert_gpt2", "test_convert_gpt2_names"]},
+]

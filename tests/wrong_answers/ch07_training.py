@@ -205,3 +205,48 @@ WRONG_ANSWERS = [
     {"why": "chat_prompt leaves out the final assistant cue",
      "replace": {"chat_prompt": CHAT_NO_CUE}, "loses": ["test_chat_prompt_format", "test_chat_prompt_names"]},
 ]
+
+TOP_P = '''
+def top_p_probs(logits, p):
+    probs = torch.softmax(logits, dim=-1)
+    ranked = torch.sort(probs, dim=-1, descending=True).values
+    above = ranked.cumsum(dim=-1) - ranked
+    n_keep = (above < p).sum(dim=-1, keepdim=True)
+    smallest = ranked.gather(-1, n_keep - 1)
+    kept = torch.where(probs >= smallest, probs, torch.zeros_like(probs))
+    return kept / kept.sum(dim=-1, keepdim=True)
+'''
+
+
+def _edit(source, old, new):
+    assert old in source, old
+    return source.replace(old, new)
+
+
+WRONG_ANSWERS += [
+    {"why": "top_p_probs zeroes the tokens outside the nucleus but does not renormalise",
+     "replace": {"top_p_probs": _edit(TOP_P, "return kept / kept.sum(dim=-1, keepdim=True)", "return kept")},
+     "loses": ["test_top_p_probs_renormalised"]},
+    {"why": "top_p_probs stops before the token that crosses p (cumsum <= p, keeping at least one)",
+     "replace": {"top_p_probs": _edit(TOP_P, "n_keep = (above < p).sum(dim=-1, keepdim=True)",
+                                      "n_keep = (ranked.cumsum(dim=-1) <= p).sum(dim=-1, keepdim=True).clamp(min=1)")},
+     "loses": ["test_top_p_probs"]},
+    {"why": "top_p_probs sorts ascending: the nucleus is built from the least likely tokens",
+     "replace": {"top_p_probs": '''
+def top_p_probs(logits, p):
+    probs = torch.softmax(logits, dim=-1)
+    ranked, order = torch.sort(probs, dim=-1)                 # ascending
+    inside = ranked.cumsum(dim=-1) - ranked < p
+    kept = probs * torch.zeros_like(inside).scatter(-1, order, inside)
+    return kept / kept.sum(dim=-1, keepdim=True)
+'''},
+     "loses": ["test_top_p_probs"]},
+    {"why": "shortcut: transformers' TopPLogitsWarper",
+     "replace": {"top_p_probs": '''
+def top_p_probs(logits, p):
+    from transformers.generation.logits_process import TopPLogitsWarper
+    flat = logits.reshape(-1, logits.shape[-1])
+    return torch.softmax(TopPLogitsWarper(p)(None, flat), dim=-1).reshape(logits.shape)
+'''},
+     "loses": ["test_top_p_probs", "test_top_p_probs_renormalised"]},
+]
