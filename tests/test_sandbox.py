@@ -240,7 +240,7 @@ def _interrupt_when_a_kernel_runs(command: list[str], tmp: Path) -> subprocess.C
     def kernel_running():  # os.walk, unlike rglob, shrugs off folders that vanish while it looks
         return any("kernel.log" in files for _, _, files in os.walk(tmp))
 
-    _wait_for(kernel_running, 90)
+    _wait_for(kernel_running, 300)  # a loaded CI machine can take minutes to get a class to its first kernel
     assert kernel_running(), "no kernel started"
     time.sleep(1)
     process.send_signal(signal.SIGINT)
@@ -248,7 +248,7 @@ def _interrupt_when_a_kernel_runs(command: list[str], tmp: Path) -> subprocess.C
     return subprocess.CompletedProcess(command, process.returncode, out, err)
 
 
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(600)
 @pytest.mark.parametrize("command", ["check", "grade"])
 def test_ctrl_c_leaves_no_folder_process_or_cgroup(tmp_path, command):
     tmp = tmp_path / "tmp"
