@@ -107,10 +107,11 @@ def _describe(error):
     return text + (f" (line {line} of your cell)" if line else "")
 
 
-def invoke(request, namespace):
+def invoke(request, namespace, start=None):
     """Carry out one request from the grader against the learner's namespace; return a JSON-able dict.
 
-    What the call reaches is recorded by the tripwires (see `autograder.tripwires`), not here."""
+    What the call reaches is recorded by the tripwires (see `autograder.tripwires`), not here: `start()` opens their
+    record right before the learner's code runs (after the seeding, which calls torch itself)."""
     saved, scopes = {}, []
     result = {}
     try:
@@ -127,12 +128,17 @@ def invoke(request, namespace):
                 return {"status": "missing", "name": request["name"]}
             args = decode(request.get("args", []))
             kwargs = decode(request.get("kwargs", {}))
+            if start is not None:
+                start()
             value = target(*args, **kwargs)
             result = {"status": "ok", "value": encode(value)}
         else:
             scope = dict(namespace)
             scope.update(decode(request.get("inputs", {})))
-            exec(compile(request["code"], "<grader snippet>", "exec"), scope)
+            code = compile(request["code"], "<grader snippet>", "exec")
+            if start is not None:
+                start()
+            exec(code, scope)
             missing = [n for n in request.get("outputs", []) if n not in scope]
             if missing:
                 return {"status": "missing", "name": missing[0]}
@@ -200,9 +206,8 @@ def main(request_json, nonce, namespace):
     """Entry point in the kernel: run the request between the tripwires' start and end marks, then publish the
     answer as one display message with our MIME type (the grader checks it against the end mark's digest)."""
     tripwires = sys.modules.get("_autograder_tripwires")
-    if tripwires is not None:
-        tripwires.open(nonce)
-    answer = invoke(json.loads(request_json), namespace)
+    start = (lambda: tripwires.open(nonce)) if tripwires is not None else None
+    answer = invoke(json.loads(request_json), namespace, start)
     if tripwires is not None:
         tripwires.close(nonce, json.dumps(answer.get("value"), sort_keys=True))
     from IPython.display import publish_display_data
@@ -212,9 +217,8 @@ def main(request_json, nonce, namespace):
 
 def run_local(request, namespace, nonce="local", tripwires=None):
     """Entry point for the same request in this very process (plain `nbgrader autograde`, the solution's own run)."""
-    if tripwires is not None:
-        tripwires.open(nonce)
-    answer = json.loads(json.dumps(invoke(json.loads(json.dumps(request)), namespace)))
+    start = (lambda: tripwires.open(nonce)) if tripwires is not None else None
+    answer = json.loads(json.dumps(invoke(json.loads(json.dumps(request)), namespace, start)))
     if tripwires is not None:
         tripwires.close(nonce, json.dumps(answer.get("value"), sort_keys=True))
     return answer

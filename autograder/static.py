@@ -495,7 +495,8 @@ def forbidden_uses(notebook: Notebook, exercise: str, patterns, roots=(), skip=(
                    for r in regexes):
                 found.add(f"<tensor>.{attr}")
                 break
-    return sorted(found)
+    # `torch` is said by `torch.nn.RNN` already (a whole-package pattern matches both)
+    return sorted(p for p in found if not any(other.startswith(p + ".") for other in found))
 
 
 def shortcuts(source: str, patterns) -> list[str]:
