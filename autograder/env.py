@@ -9,17 +9,23 @@ short snippet) on inputs the check made, and gets back plain data to compare wit
   instructor's `nbgrader validate`): the same request is carried out in-process by the same code.
 
 Both go through `kernel_shim.invoke`, so a notebook gets the same score either way.
+
+The "no library shortcut" verdict of a call is decided here, from what the grader controls: the static scan of the
+whole submission (`autograder.static`) and the kernel's tripwire record for this call's nonce
+(`autograder.tripwires`), never from the answer's own say-so.
 """
 from __future__ import annotations
 
 import contextlib
 import inspect
 import json
+import re
+import secrets
 import sys
 import textwrap
 from pathlib import Path
 
-from . import kernel_shim, static
+from . import kernel_shim, static, tripwires
 from .feedback import CheckFailed, describe_shape
 
 SHIM_SOURCE = Path(kernel_shim.__file__).read_text()
@@ -31,11 +37,17 @@ class Env:
 
     #: seconds a single call may take; shown in messages (the executor enforces it)
     time_limit: float | None = None
-    #: grade_id -> the learner's source of that exercise's cell, when the grader has the notebook
-    sources: dict[str, str] = {}
+    #: the submission as the static scan reads it, when the grader has the notebook
+    notebook: static.Notebook | None = None
+    #: patterns that every call forbids: the grader itself
+    ALWAYS_FORBIDDEN = ("autograder", "autograder.*")
 
     def _carry_out(self, request: dict) -> dict:
         raise NotImplementedError
+
+    def _record(self, nonce: str) -> list[str] | None:
+        """The tripwire record's lines for this call (None: this kernel has no tripwires)."""
+        return None
 
     def call(self, name, *args, case="", forbid=(), substitute=None, **kwargs):
         """Call the learner's `name(*args, **kwargs)`; return its value as plain data (numpy, torch, Python).
@@ -64,8 +76,10 @@ class Env:
         return self._answer(exercise, case, request, forbid, substitute)
 
     def _answer(self, exercise, case, request, forbid, substitute):
-        request["forbid"] = list(forbid)
+        forbid = list(forbid) + list(self.ALWAYS_FORBIDDEN)
+        request["forbid"] = forbid
         request["substitute"] = {k: _source_of(k, v) for k, v in (substitute or {}).items()}
+        request["nonce"] = nonce = secrets.token_hex(12)
         answer = self._carry_out(request)
         where = f" for {case}" if case else ""
         status = answer.get("status")
@@ -93,16 +107,40 @@ class Env:
             raise CheckFailed(f"{exercise}: raised {answer['error']}{where}.")
         if status != "ok":
             raise CheckFailed(f"{exercise}: the grader got no answer from your code{where} ({status}).")
-        used_in_text = static.shortcuts(self.sources.get(exercise, ""), forbid)
-        if answer.get("forbidden") or used_in_text:
-            used = ", ".join((answer.get("forbidden") or used_in_text)[:3])
+        used = self._static_uses(exercise, request, forbid)
+        record = self._record(nonce)
+        tampered = None
+        if record is not None:
+            hits, tampered = tripwires.read(record, nonce, answer)
+            regex = static.compile_patterns(forbid)
+            used = used or [names[0] for names in hits if any(regex.match(n) for n in names)]
+        if used:
+            shown = ", ".join(dict.fromkeys(used))
             raise CheckFailed(
-                f"{exercise}: calls {used}{where}. This exercise asks you to build it yourself, "
+                f"{exercise}: calls {_clip_list(shown)}{where}. This exercise asks you to build it yourself, "
                 "so a library's (or the grader's) version earns no credit."
             )
-        if answer.get("tampered"):
-            raise CheckFailed(f"{exercise}: switched off the grader's call monitor{where}; no credit.")
+        if tampered:
+            raise CheckFailed(f"{exercise}: the grader's record of what this call used was tampered with{where} "
+                              f"({tampered}); no credit.")
         return kernel_shim.decode(answer["value"])
+
+    def _static_uses(self, exercise, request, forbid) -> list[str]:
+        if self.notebook is None:
+            return []
+        if request["kind"] == "call":
+            roots = [request["name"]]
+        else:  # a snippet reaches the exercises it names (the grader's own variables are not the learner's code)
+            roots = [n for n in _names_in(request["code"]) if n in self.notebook.exercise_names()]
+        return static.forbidden_uses(self.notebook, exercise, forbid, roots=roots, skip=list(request["substitute"]))
+
+
+def _names_in(code: str) -> list[str]:
+    return sorted(set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", code)))
+
+
+def _clip_list(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _source_of(name, function):
@@ -118,21 +156,32 @@ class LocalEnv(Env):
 
     def __init__(self, namespace: dict):
         self.namespace = namespace
+        self._tripwires = None
 
     def _carry_out(self, request):
-        return kernel_shim.run_local(request, self.namespace)
+        # In-process tripwires, armed on first use with this call's patterns (added to on later calls).
+        self._tripwires = tripwires.install(request["forbid"])
+        self._tripwires.memory.clear()
+        return kernel_shim.run_local(request, self.namespace, request["nonce"], self._tripwires)
+
+    def _record(self, nonce):
+        return list(self._tripwires.memory) if self._tripwires is not None else None
 
 
 class KernelEnv(Env):
     """The learner's namespace is in another process; `send(code) -> answer dict` carries a request there."""
 
-    def __init__(self, send, time_limit=None, sources=None):
+    def __init__(self, send, time_limit=None, notebook=None, record=None):
         self.send = send
         self.time_limit = time_limit
-        self.sources = sources or {}
+        self.notebook = notebook
+        self.record = record
 
     def _carry_out(self, request):
         return self.send(request)
+
+    def _record(self, nonce):
+        return self.record(nonce) if self.record is not None else None
 
     @staticmethod
     def code_for(request: dict, nonce: str) -> str:

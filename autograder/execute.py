@@ -31,7 +31,7 @@ from nbgrader.preprocessors import Execute
 from traitlets import Bool, Dict, Integer, List, Unicode
 
 from . import env as envs
-from . import kernel_shim, sandbox
+from . import kernel_shim, sandbox, static, tripwires
 from .feedback import CheckFailed
 
 HIDDEN_BEGIN, HIDDEN_END = "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"
@@ -87,10 +87,13 @@ class SandboxedExecute(Execute):
     max_output_bytes = Integer(2**20, help="output kept per cell").tag(config=True)
     max_answer_bytes = Integer(64 * 2**20, help="bytes of grader answers kept per request").tag(config=True)
     trusted_tests = Dict(help="grade_id -> test cell source, from the source notebook").tag(config=True)
+    provided = List(Unicode(), help="sources of the cells the course provides (the released notebook's code cells): "
+                    "the static scan never charges the learner for them").tag(config=True)
     sandbox = Bool(True, help="start the kernel in the bubblewrap sandbox").tag(config=True)
     data = Dict(help="files the kernel may read: path under its home folder -> path on this machine").tag(config=True)
-    kernel_preamble = Unicode("", help="Python source run in the kernel process before ipykernel starts "
-                                       "(standard library only: the grader is not visible there)").tag(config=True)
+    kernel_preamble = Unicode("", help="Python source (stdlib only: the grader is not visible there) the kernel runs "
+                              "before ipykernel starts, before any learner code: the shortcut tripwires "
+                              "(autograder.tripwires)").tag(config=True)
     scratch_root = Unicode("", help="folder for the kernels' work folders (default: the system's temp folder)").tag(
         config=True)
     # A flood of output can outlast the wait for it; the leftovers belong to a finished request and are ignored.
@@ -100,6 +103,7 @@ class SandboxedExecute(Execute):
                               ).tag(config=True)
 
     def preprocess(self, nb, resources=None, km=None):
+        self._scan = None
         # A short path: Unix socket names are limited to 108 bytes.
         self._workdir = Path(tempfile.mkdtemp(prefix="k-", dir=self.scratch_root or None))
         self._replay: list[str] = []
@@ -132,6 +136,8 @@ class SandboxedExecute(Execute):
         self.km.data = dict(self.data)
         self.km.preamble = self.kernel_preamble
         self.km.sandboxed = self.sandbox
+        self._log = Path(tripwires.log_path(self.km.connection_file))
+        self._log.unlink(missing_ok=True)
         return self.km
 
     def _restart(self, why: str) -> None:
@@ -256,9 +262,10 @@ class SandboxedExecute(Execute):
         """Run a hidden section here, against the learner's kernel; return the failure line or None."""
         if not hidden.strip():
             return None
-        sources = {c.metadata["nbgrader"]["grade_id"]: c.source for c in self.nb.cells
-                   if c.cell_type == "code" and nbutils.is_solution(c)}
-        kernel = envs.KernelEnv(self._send, time_limit=self.timeout, sources=sources)
+        if getattr(self, "_scan", None) is None:
+            self._scan = static.Notebook.from_cells(learner_cells(self.nb, self.provided))
+        record = self._read_record if self.kernel_preamble else None
+        kernel = envs.KernelEnv(self._send, time_limit=self.timeout, notebook=self._scan, record=record)
         try:
             with envs.use(kernel):
                 exec(compile(hidden, f"<hidden tests of {grade_id}>", "exec"), {"__name__": "hidden_tests"})
@@ -269,13 +276,27 @@ class SandboxedExecute(Execute):
                          "Please report it to the course staff.")
         return None
 
+    def _read_record(self, nonce: str) -> list[str]:
+        """The tripwire record's lines written since this request was sent (at most a few MiB of them)."""
+        try:
+            with open(self._log, "rb") as handle:
+                handle.seek(self._log_offset)
+                text = handle.read(tripwires.MAX_LOG_READ)
+        except OSError:
+            return []
+        return text.decode("utf-8", "replace").splitlines()
+
     def _send(self, request: dict) -> dict:
         """Carry one request into the kernel (see env.KernelEnv) and bring the answer back."""
         if self._broken:
             return {"status": "dead", "error": self._broken}
         if time.monotonic() > self._deadline:
             return {"status": "timeout"}
-        nonce = secrets.token_hex(12)
+        nonce = request.get("nonce") or secrets.token_hex(12)
+        try:
+            self._log_offset = self._log.stat().st_size
+        except OSError:
+            self._log_offset = 0
         try:
             probe = self._execute(envs.KernelEnv.code_for(request, nonce), store_history=False)
         except CellTimeoutError:
@@ -315,6 +336,28 @@ class SandboxedExecute(Execute):
             return None
         self._kept[key] = kept + size
         return super().output(outs, msg, display_id, cell_index)
+
+
+def learner_cells(nb, provided=()) -> list[static.Cell]:
+    """The notebook's code cells as the static scan sees them: an exercise's solution cell, a cell the course
+    provides (locked cells, test cells, and cells whose text is the released notebook's), or a free cell."""
+    provided = {_strip(p) for p in provided}
+    cells = []
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        meta = cell.metadata.get("nbgrader", {})
+        if meta.get("solution") and meta.get("grade_id"):
+            cells.append(static.Cell("exercise", cell.source, grade_id=meta["grade_id"]))
+        elif meta.get("locked") or meta.get("grade") or _strip(cell.source) in provided:
+            cells.append(static.Cell("provided", cell.source))
+        else:
+            cells.append(static.Cell("free", cell.source))
+    return cells
+
+
+def _strip(source: str) -> str:
+    return "\n".join(line.rstrip() for line in source.strip().splitlines())
 
 
 def _timed_out(outputs) -> bool:

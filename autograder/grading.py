@@ -29,7 +29,7 @@ from nbgrader.preprocessors import (AssignLatePenalties, CheckCellMetadata, Igno
                                     SaveAutoGrades)
 from nbconvert.preprocessors import ClearMetadataPreprocessor
 
-from . import execute
+from . import execute, tripwires
 from .course import REPO, Chapter, CourseError, chapters, nbgrader_config
 from .release import generate, quiet_logs
 
@@ -191,6 +191,7 @@ def _normalise(nb, chapter: Chapter):
             cell.outputs, cell.execution_count = [], None
         cells.append(cell)
     order = list(known)
+    cells = _in_source_order(cells, order)
     for position, grade_id in enumerate(order):
         if grade_id in seen:
             continue
@@ -206,6 +207,25 @@ def _normalise(nb, chapter: Chapter):
     return nb
 
 
+def _in_source_order(cells, order):
+    """Graded cells in the source notebook's order, each keeping the learner's own cells that followed it.
+
+    The submission must not choose when tests run: a test moved ahead of the exercises it lends references to would
+    let the learner's code keep them for those exercises' tests. Cells before the first graded cell stay first."""
+    rank = {grade_id: i for i, grade_id in enumerate(order)}
+    groups, head = [], []
+    for cell in cells:
+        grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
+        if grade_id in rank:
+            groups.append((rank[grade_id], [cell]))
+        elif groups:
+            groups[-1][1].append(cell)
+        else:
+            head.append(cell)
+    groups.sort(key=lambda group: group[0])  # stable: equal ranks can't happen (one cell per grade_id)
+    return head + [cell for _, group in groups for cell in group]
+
+
 # --- grading -------------------------------------------------------------------------------------------------------
 def trusted_tests(chapter: Chapter) -> dict[str, str]:
     return {c.metadata["nbgrader"]["grade_id"]: c.source for c in _source(chapter).cells
@@ -216,6 +236,28 @@ def max_score(chapter: Chapter) -> float:
     """Points of the chapter's test cells, from the source notebook."""
     return float(sum(c.metadata["nbgrader"].get("points", 0) for c in _source(chapter).cells
                      if c.metadata.get("nbgrader", {}).get("grade") and not c.metadata["nbgrader"].get("solution")))
+
+
+@functools.lru_cache(maxsize=None)
+def forbidden_patterns(chapter: Chapter) -> tuple[str, ...]:
+    """Every pattern the chapter's checks forbid: the module-level `FORBID*` lists of its checks module (a check's
+    `forbid=` always names one of them; tests/test_static.py holds them to it). The kernel's tripwires arm these."""
+    import importlib
+
+    module = importlib.import_module(chapter.checks_module)
+    found = []
+    for name, value in vars(module).items():
+        if name.startswith("FORBID") and isinstance(value, (list, tuple)):
+            found += [p for p in value if isinstance(p, str) and p not in found]
+    return tuple(found)
+
+
+@functools.lru_cache(maxsize=None)
+def provided_sources(chapter: Chapter) -> tuple[str, ...]:
+    """The released notebook's code cells: text the course gives every learner, never charged to one."""
+    template = nbformat.read(chapter.release, as_version=4) if chapter.release.exists() else _source(chapter)
+    return tuple(c.source for c in template.cells if c.cell_type == "code" and c.source.strip()
+                 and not c.metadata.get("nbgrader", {}).get("solution"))
 
 
 def prepare(chapter: Chapter, folder: Path) -> Path:
@@ -241,6 +283,8 @@ def grading_config(root: Path, chapter: Chapter, student: str, *, time_limit: in
     config.SandboxedExecute.trusted_tests = trusted_tests(chapter)
     config.SandboxedExecute.report_file = str(root / "sandbox-report.json")
     config.SandboxedExecute.restart_timeout = max(20, 2 * time_limit)
+    config.SandboxedExecute.kernel_preamble = tripwires.preamble(forbidden_patterns(chapter))
+    config.SandboxedExecute.provided = list(provided_sources(chapter))
     return config
 
 

@@ -2,18 +2,17 @@
 
 This file is never imported by the kernel. Its *source text* is sent with every request (see `autograder.env`), so
 nothing the learner defined earlier can stand in for it. It calls one learner function (or runs one snippet) on the
-inputs the grader chose, watches which functions that call reaches, and sends back plain data: numbers, strings and
-arrays encoded with `numpy.save(allow_pickle=False)`. It never decides a score; the grader does that outside.
+inputs the grader chose, between the start and end marks of the kernel's tripwires (`autograder.tripwires`, which
+record what the call reaches), and sends back plain data: numbers, strings and arrays encoded with
+`numpy.save(allow_pickle=False)`. It never decides a score; the grader does that outside.
 
 It uses only the standard library, numpy and (if the learner imported it) torch.
 """
 import base64
 import builtins
-import fnmatch
 import io
 import json
 import random
-import re
 import sys
 
 MIME = "application/vnd.autograder.result+json"
@@ -86,37 +85,6 @@ def decode(obj):
     return obj
 
 
-class Watcher:
-    """A profile hook that records calls to forbidden functions (fnmatch patterns on 'module.qualname')."""
-
-    def __init__(self, patterns):
-        self.regex = re.compile("|".join(fnmatch.translate(p) for p in patterns)) if patterns else None
-        self.hits = []
-        self.cache = {}
-
-    def name_of(self, event, frame, arg):
-        if event == "call":
-            code = frame.f_code  # code objects live as long as their functions: a safe cache key
-            if code not in self.cache:
-                module = frame.f_globals.get("__name__") or "?"
-                self.cache[code] = f"{module}.{code.co_qualname}"
-            return self.cache[code]
-        # A C function: bound methods are short-lived (their ids get reused), so key on what owns the method.
-        owner = getattr(arg, "__self__", None)
-        qualname = getattr(arg, "__qualname__", None) or getattr(arg, "__name__", "?")
-        module = getattr(arg, "__module__", None)
-        if not module and owner is not None:
-            module = owner.__name__ if isinstance(owner, type(sys)) else type(owner).__module__
-        return f"{module}.{qualname}"
-
-    def __call__(self, frame, event, arg):
-        if self.regex is None or event not in ("call", "c_call"):
-            return
-        name = self.name_of(event, frame, arg)
-        if self.regex.match(name) and name not in self.hits:
-            self.hits.append(name)
-
-
 def _seed():
     random.seed(0)
     _np().random.seed(0)
@@ -139,19 +107,20 @@ def _describe(error):
     return text + (f" (line {line} of your cell)" if line else "")
 
 
-def invoke(request, namespace):
-    """Carry out one request from the grader against the learner's namespace; return a JSON-able dict."""
-    forbid = list(request.get("forbid", [])) + ["autograder.*", "autograder"]
-    saved = {}
-    for name, source in request.get("substitute", {}).items():
-        scope = {"__name__": "reference"}
-        exec(compile(source, f"<reference {name}>", "exec"), scope)
-        saved[name] = namespace.get(name, _MISSING)
-        namespace[name] = scope[name]
-    watcher = Watcher(forbid)
-    previous = sys.getprofile()
+def invoke(request, namespace, start=None):
+    """Carry out one request from the grader against the learner's namespace; return a JSON-able dict.
+
+    What the call reaches is recorded by the tripwires (see `autograder.tripwires`), not here: `start()` opens their
+    record right before the learner's code runs (after the seeding, which calls torch itself)."""
+    saved, scopes = {}, []
     result = {}
     try:
+        for name, source in request.get("substitute", {}).items():
+            scope = {"__name__": "reference"}
+            exec(compile(source, f"<reference {name}>", "exec"), scope)
+            scopes.append(scope)
+            saved[name] = namespace.get(name, _MISSING)
+            namespace[name] = scope[name]
         _seed()
         if request["kind"] == "call":
             target = namespace.get(request["name"], _MISSING)
@@ -159,28 +128,21 @@ def invoke(request, namespace):
                 return {"status": "missing", "name": request["name"]}
             args = decode(request.get("args", []))
             kwargs = decode(request.get("kwargs", {}))
-            sys.setprofile(watcher)
-            try:
-                value = target(*args, **kwargs)
-            finally:
-                tampered = sys.getprofile() is not watcher
-                sys.setprofile(previous)
+            if start is not None:
+                start()
+            value = target(*args, **kwargs)
             result = {"status": "ok", "value": encode(value)}
         else:
             scope = dict(namespace)
             scope.update(decode(request.get("inputs", {})))
             code = compile(request["code"], "<grader snippet>", "exec")
-            sys.setprofile(watcher)
-            try:
-                exec(code, scope)
-            finally:
-                tampered = sys.getprofile() is not watcher
-                sys.setprofile(previous)
+            if start is not None:
+                start()
+            exec(code, scope)
             missing = [n for n in request.get("outputs", []) if n not in scope]
             if missing:
                 return {"status": "missing", "name": missing[0]}
             result = {"status": "ok", "value": {"__dict__": {n: encode(scope[n]) for n in request["outputs"]}}}
-        result["tampered"] = tampered
     except KeyboardInterrupt:
         result = {"status": "interrupted"}
     except SystemExit as error:
@@ -193,22 +155,70 @@ def invoke(request, namespace):
                 namespace.pop(name, None)
             else:
                 namespace[name] = old
-    result["forbidden"] = [h for h in watcher.hits if not h.startswith("reference.")]
+        for scope in scopes:
+            _disarm(scope)
     return result
 
 
+def _disarm(scope):
+    """A reference lent for one call is dead after it: every function and method its source defined now raises,
+    so a learner's code that kept it (in a global, a closure, an instance) gets nothing from it later."""
+    for value in list(scope.values()):
+        if isinstance(value, type) and value.__module__ == "reference":
+            for attr, member in list(vars(value).items()):
+                function = getattr(member, "__func__", member)
+                if isinstance(function, _FunctionType):
+                    _kill(function)
+            if "__init__" not in vars(value):
+                try:
+                    value.__init__ = _dead_function(())
+                except (AttributeError, TypeError):
+                    pass
+        elif isinstance(value, _FunctionType) and value.__module__ == "reference":
+            _kill(value)
+
+
+def _kill(function):
+    try:
+        function.__code__ = _dead_function(function.__code__.co_freevars).__code__
+    except (ValueError, TypeError):
+        pass
+
+
+def _dead_function(freevars):
+    """A function that raises, with the same free variables (a method using super() has `__class__`)."""
+    lines = ["def outer():"] + [f"    {name} = None" for name in freevars] + [
+        "    def dead(*args, **kwargs):",
+        *([f"        {', '.join(freevars)}"] if freevars else []),
+        "        raise RuntimeError(\"the grader's reference is lent for one call only; write your own\")",
+        "    return dead",
+    ]
+    scope = {}
+    exec("\n".join(lines), scope)
+    return scope["outer"]()
+
+
+_FunctionType = type(_describe)
 _MISSING = object()
 
 
 def main(request_json, nonce, namespace):
-    """Entry point in the kernel: run the request, publish the answer as one display message with our MIME type."""
-    answer = invoke(json.loads(request_json), namespace)
+    """Entry point in the kernel: run the request between the tripwires' start and end marks, then publish the
+    answer as one display message with our MIME type (the grader checks it against the end mark's digest)."""
+    tripwires = sys.modules.get("_autograder_tripwires")
+    start = (lambda: tripwires.open(nonce)) if tripwires is not None else None
+    answer = invoke(json.loads(request_json), namespace, start)
+    if tripwires is not None:
+        tripwires.close(nonce, json.dumps(answer.get("value"), sort_keys=True))
     from IPython.display import publish_display_data
 
     publish_display_data({MIME: {"nonce": nonce, "answer": answer}})
 
 
-def run_local(request, namespace):
+def run_local(request, namespace, nonce="local", tripwires=None):
     """Entry point for the same request in this very process (plain `nbgrader autograde`, the solution's own run)."""
-    answer = invoke(json.loads(json.dumps(request)), namespace)
-    return json.loads(json.dumps(answer))
+    start = (lambda: tripwires.open(nonce)) if tripwires is not None else None
+    answer = json.loads(json.dumps(invoke(json.loads(json.dumps(request)), namespace, start)))
+    if tripwires is not None:
+        tripwires.close(nonce, json.dumps(answer.get("value"), sort_keys=True))
+    return answer

@@ -23,6 +23,9 @@ STUB = "def softmax(x, axis=-1):\n    raise NotImplementedError()\n"
 LOOP_FOREVER = ("def softmax(x, axis=-1):\n    while True:\n        try:\n            pass\n"
                 "        except BaseException:\n            pass\n")
 OUTSIDE = "/tmp/autograder-test-escape"
+# torch's softmax under a name no static scan can fold: only the kernel's tripwires can see these calls
+DYNAMIC_SOFTMAX = ("import torch\n"
+                   "def _shortcut():\n    return getattr(torch, ''.join(reversed('xamtfos')))\n")
 
 
 def solution_source(grade_id: str) -> str:
@@ -70,6 +73,23 @@ def class_of_cheats():
         "hidden_shortcut": (with_cells(CH, {"softmax": "import torch, sys\ndef softmax(x, axis=-1):\n    f = getattr("
                                             "torch, 'soft' + 'max')\n    return f(torch.as_tensor(x), dim=axis).numpy()\n"}),
                             "shortcut"),
+        # --- the shortcut rule can't be switched off (issue 12): each loses its exercise's tests, nothing else
+        "thread_shortcut": (with_cells(CH, {"softmax": DYNAMIC_SOFTMAX + (
+            "import threading\ndef softmax(x, axis=-1):\n    out = {}\n"
+            "    work = lambda: out.update(y=_shortcut()(torch.as_tensor(x), dim=axis).numpy())\n"
+            "    t = threading.Thread(target=work)\n    t.start()\n    t.join()\n    return out['y']\n")}),
+                            "shortcut"),
+        "c_map_shortcut": (with_cells(CH, {"softmax": DYNAMIC_SOFTMAX + (
+            "def softmax(x, axis=-1):\n    return next(map(_shortcut(), [torch.as_tensor(x)], [axis])).numpy()\n")}),
+                           "shortcut"),
+        "clears_record": (with_cells(CH, {"softmax": DYNAMIC_SOFTMAX + _clear_record()}), "shortcut"),
+        "patches_display": (with_cells(CH, {"softmax": DYNAMIC_SOFTMAX + (
+            "def softmax(x, axis=-1):\n    return _shortcut()(torch.as_tensor(x), dim=axis).numpy()\n")},
+            [("setup", _patch_display())]), "shortcut"),
+        "unwraps_tripwire": (with_cells(CH, {"softmax": DYNAMIC_SOFTMAX + (
+            "def softmax(x, axis=-1):\n    f = _shortcut()\n    f = getattr(f, '__wrapped__', f)\n"
+            "    return f(torch.as_tensor(x), dim=axis).numpy()\n")}), "shortcut"),
+        "sdpa_in_plain_sight": (with_cells(CH, {"scaled_dot_product_attention": SDPA_SHORTCUT}), "sdpa"),
         "loops_in_softmax": (with_cells(CH, {"softmax": LOOP_FOREVER}), "broken"),
         "eats_memory": (with_cells(CH, {"softmax": "def softmax(x, axis=-1):\n    hog = np.ones((2**31,))\n"
                                         "    return hog\n"}), "broken"),
@@ -151,6 +171,43 @@ def _host_processes(marker):
         except OSError:
             pass
     return found
+
+
+SDPA_SHORTCUT = """import torch
+import torch.nn.functional as F
+
+def scaled_dot_product_attention(Q, K, V, mask=None):
+    q, k, v = (torch.as_tensor(np.asarray(a, dtype=float)) for a in (Q, K, V))
+    m = None if mask is None else torch.as_tensor(np.asarray(mask, dtype=bool))
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=m).numpy()
+    scores = attention_scores(Q, K)
+    if mask is not None:
+        scores = np.where(mask, scores, -np.inf)
+    return out, softmax(scores, axis=-1)
+"""
+SDPA_TESTS = ["test_scaled_dot_product_attention", "test_scaled_dot_product_attention_batch",
+              "test_scaled_dot_product_attention_mask", "test_scaled_dot_product_attention_weights"]
+
+
+def _clear_record():
+    """Calls the shortcut, then empties the tripwires' hit log and in-memory record (the old profiler's `hits`)."""
+    return ("import os, sys\ndef softmax(x, axis=-1):\n"
+            "    y = _shortcut()(torch.as_tensor(x), dim=axis).numpy()\n"
+            "    from ipykernel.connect import get_connection_file\n"
+            "    open(os.path.join(os.path.dirname(get_connection_file()), 'tripwires.log'), 'w').close()\n"
+            "    record = sys.modules.get('_autograder_tripwires')\n"
+            "    if record is not None:\n        record.memory.clear()\n"
+            "    return y\n")
+
+
+def _patch_display():
+    """Every answer the grader's code publishes now says that nothing forbidden was used."""
+    return ("import IPython.display as _display\n_publish = _display.publish_display_data\n"
+            "def _quiet(data, *args, **kwargs):\n    for value in data.values():\n"
+            "        if isinstance(value, dict) and isinstance(value.get('answer'), dict):\n"
+            "            value['answer']['forbidden'] = []\n            value['answer'].pop('tampered', None)\n"
+            "    return _publish(data, *args, **kwargs)\n"
+            "_display.publish_display_data = _quiet\n")
 
 
 def _duplicate(nb, grade_id):
@@ -239,6 +296,8 @@ def test_case_gets_exact_score(graded, case):
             t["output"] for t in results[case]["tests"] if t["score"] < t["max_score"])
     elif expected == "shortcut":
         assert lost == ["test_softmax", "test_softmax_stability"], f"{case}: lost {lost}"
+    elif expected == "sdpa":
+        assert lost == SDPA_TESTS, f"{case}: lost {lost}, expected only the tests of scaled_dot_product_attention"
     elif expected == "axis":
         assert lost == ["test_softmax"], f"{case}: lost {lost}, expected only test_softmax"
     else:
@@ -280,6 +339,10 @@ def test_reasons_name_the_fault(graded):
     results, _ = graded
     outputs = {case: " ".join(t["output"] for t in results[case]["tests"]) for case in results}
     assert "torch" in outputs["torch_shortcut"] and "build it yourself" in outputs["torch_shortcut"]
+    for case in ("thread_shortcut", "c_map_shortcut", "patches_display"):
+        assert "torch.softmax" in outputs[case] and "build it yourself" in outputs[case], outputs[case]
+    assert "tampered" in outputs["clears_record"] or "torch.softmax" in outputs["clears_record"]
+    assert "torch.nn.functional.scaled_dot_product_attention" in outputs["sdpa_in_plain_sight"]
     assert "did not finish within 10 s" in outputs["loops_in_softmax"]
     assert "MemoryError" in outputs["eats_memory"] or "memory" in outputs["eats_memory"].lower()
 
@@ -289,3 +352,88 @@ def test_sandbox_was_in_force(graded):
     sandbox = results["solution"]["sandbox"]
     assert sandbox["sandbox"] == "bubblewrap" and sandbox["network"] == "off", sandbox
     assert sandbox["memory_total"] and sandbox["processes_total"], "no cgroup limits on this machine"
+
+
+    assert sandbox["network"] == "off" and sandbox["files"].startswith("read-only") and sandbox["memory_limit"]
+
+
+# --- chapters 5 and 6: shortcuts through references lent to a call, and through an alias in a free cell ------------
+CH5, CH6 = chapter("05_multihead"), chapter("06_transformer_block")
+LENT = ["test_merge_heads", "test_sdpa_torch", "test_sdpa_torch_grad", "test_sdpa_torch_mask", "test_split_heads"]
+
+
+def _wrong_module(ch):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"wrong_{ch.name}", REPO / "tests" / "wrong_answers" / f"ch{ch.name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _stash_references():
+    """Chapter 5's red-team notebook: sdpa_torch, split_heads and merge_heads unwritten; a correct MultiHeadAttention
+    that keeps the references its tests lend; its test cell moved first, and a free cell after it that installs what
+    was kept. It scored 15/15 while the submission chose the cell order and the references outlived their call."""
+    stub = "def {}(*args, **kwargs):\n    raise NotImplementedError()\n"
+    nb = nbformat.read(CH5.source, as_version=4)
+    cells = {c.metadata.get("nbgrader", {}).get("grade_id"): c for c in nb.cells}
+    for name in ("sdpa_torch", "split_heads", "merge_heads"):
+        cells[name].source = stub.format(name)
+    keep = ("        import builtins\n        _g = globals()\n"
+            "        builtins._kept = (_g['sdpa_torch'], _g['split_heads'], _g['merge_heads'])\n")
+    source = cells["MultiHeadAttention"].source
+    marker = "        d, h, dh = self.d_model, self.n_heads, self.d_head\n"
+    assert marker in source
+    cells["MultiHeadAttention"].source = source.replace(marker, keep + marker)
+    install = nbformat.v4.new_code_cell("import builtins\nif hasattr(builtins, '_kept'):\n"
+                                        "    sdpa_torch, split_heads, merge_heads = builtins._kept\n")
+    moved = [cells["MultiHeadAttention"], cells["mha_helpers"], cells["test_MultiHeadAttention"], install]
+    rest = [c for c in nb.cells if all(c is not m for m in moved)]
+    after_setup = next(i for i, c in enumerate(rest) if c is cells["setup"]) + 1
+    nb.cells = rest[:after_setup] + moved + rest[after_setup:]
+    return nb
+
+
+def _aliased_layer_norm():
+    """Chapter 6: `F.layer_norm` bound to another name in a free cell, the exercise calls only that name."""
+    source = _wrong_module(CH6).LAYERNORM.replace("return (x - mu) / torch.sqrt(var + self.eps) * self.weight + self.bias",
+                               "return _norm(x, x.shape[-1:], self.weight, self.bias, self.eps)")
+    assert "_norm(" in source
+    return with_cells(CH6, {"LayerNorm": source}, [("setup", "_norm = F.layer_norm\n")])
+
+
+def _chapter_cases():
+    PARAMS_SHORTCUT = _wrong_module(CH5).PARAMS_SHORTCUT
+    return {
+        CH5: {"stash": (_stash_references(), LENT),
+              "params_plain_sight": (with_cells(CH5, {"attention_params": PARAMS_SHORTCUT}),
+                                     ["test_attention_params", "test_attention_params_bias"])},
+        CH6: {"aliased_layer_norm": (_aliased_layer_norm(), ["test_LayerNorm", "test_LayerNorm_eps",
+                                                             "test_LayerNorm_grad", "test_LayerNorm_params"])},
+    }
+
+
+@pytest.fixture(scope="module")
+def graded_chapters(tmp_path_factory):
+    results = {}
+    for ch, cases in _chapter_cases().items():
+        results.update(grade_as_class(ch, {k: nb for k, (nb, _) in cases.items()}, tmp_path_factory.mktemp(ch.name)))
+    return results
+
+
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("case", ["stash", "params_plain_sight", "aliased_layer_norm"])
+def test_chapter_shortcut_loses_exactly_its_exercise(graded_chapters, case):
+    expected = next(lost for cases in _chapter_cases().values() for name, (_, lost) in cases.items() if name == case)
+    result = graded_chapters[case]
+    lost = sorted(t["name"] for t in result["tests"] if t["score"] < t["max_score"])
+    assert lost == sorted(expected), f"{case}: lost {lost}"
+    assert all(t["score"] == 0 for t in result["tests"] if t["name"] in expected)
+
+
+def test_chapter_shortcut_reasons(graded_chapters):
+    reasons = {case: " ".join(t["output"] for t in r["tests"]) for case, r in graded_chapters.items()}
+    assert "torch.nn.MultiheadAttention" in reasons["params_plain_sight"]  # the static scan: the name as written
+    assert "torch.nn.functional.layer_norm" in reasons["aliased_layer_norm"]
+    assert "not written yet" in reasons["stash"] or "NotImplementedError" in reasons["stash"]
