@@ -11,7 +11,9 @@ STAMP := $(VENV)/.installed
 # MathJax lives outside _static/ (jupyter-book would add every .js there to every page); _config.yml copies it
 # into the built book's _static/mathjax/ with html_extra_path.
 MATHJAX := _mathjax/_static/mathjax/tex-chtml.js
-CONFIG ?= cpu
+# make train: CONFIG empty = gpt/configs.py's DEFAULT_CONFIG; NPROC > 1 = that many data-parallel processes (torchrun).
+CONFIG ?=
+NPROC ?= 1
 
 .PHONY: help venv lab release book browser test test-fast check grade bench-grading data train lock clean
 
@@ -25,7 +27,7 @@ help:
 	@echo "make grade CHAPTER=04_attention SUBMISSIONS=dir OUT=dir   grade a class"
 	@echo "make bench-grading  time class grading against plain serial nbgrader"
 	@echo "make data           build data/corpus.txt (chapter 7)"
-	@echo "make train CONFIG=cpu|gpu   train chapter 7's reference GPT"
+	@echo "make train [CONFIG=cpu-fast|cpu|gpu] [NPROC=1]   train chapter 7's reference GPT (NPROC>1: torchrun, DDP)"
 
 venv: $(STAMP)
 
@@ -85,7 +87,8 @@ data: venv
 	$(BIN)/python -m gpt.data
 
 train: data
-	$(BIN)/python -m gpt.train --config $(CONFIG)
+	$(if $(filter-out 1,$(NPROC)),$(BIN)/torchrun --standalone --nproc_per_node=$(NPROC),$(BIN)/python) \
+	  -m gpt.train $(if $(CONFIG),--config $(CONFIG))
 
 clean:
 	rm -rf _build book/_generated .grading
