@@ -15,7 +15,7 @@ MATHJAX := _mathjax/_static/mathjax/tex-chtml.js
 CONFIG ?=
 NPROC ?= 1
 
-.PHONY: help venv lab release book browser test test-fast check grade bench-grading data train lock clean
+.PHONY: help venv lab release book browser test test-fast check grade bench-grading bench-train data train lock clean
 
 help:
 	@echo "make venv           create .venv with the pinned requirements and the course package"
@@ -26,6 +26,7 @@ help:
 	@echo "make check NB=notebooks/04_attention.ipynb   grade one notebook with the hidden tests"
 	@echo "make grade CHAPTER=04_attention SUBMISSIONS=dir OUT=dir   grade a class"
 	@echo "make bench-grading  time class grading against plain serial nbgrader"
+	@echo "make bench-train    the default CPU recipe against nanoGPT's (loss, wall time), and next to a busy process"
 	@echo "make data           build data/corpus.txt (chapter 7)"
 	@echo "make train [CONFIG=cpu-fast|cpu|gpu] [NPROC=1]   train chapter 7's reference GPT (NPROC>1: torchrun, DDP)"
 
@@ -82,6 +83,9 @@ grade: venv
 
 bench-grading: venv
 	$(BIN)/python benchmarks/grading.py
+
+bench-train: data
+	$(BIN)/python benchmarks/train.py
 
 data: venv
 	$(BIN)/python -m gpt.data

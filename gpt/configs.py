@@ -39,6 +39,10 @@ class TrainConfig:
 
 
 CONFIGS = {
+    # The course's CPU recipe (`make train`): nanoGPT's model with 2 heads of 64 instead of 4 of 32, twice the batch at
+    # twice the learning rate, bf16 where the CPU has it; 1400 steps. Lower validation loss than `cpu` in less time
+    # (`make bench-train`); evaluated on the same validation windows as `cpu` (eval_batch 12, block 64, same seed).
+    "cpu-fast": TrainConfig("cpu-fast", n_head=2, batch_size=24, max_iters=1400, lr=2e-3, min_lr=2e-4, eval_batch=12),
     # nanoGPT's CPU recipe for Shakespeare-char (README, "I only have a macbook"): about 0.8 M parameters, float32.
     "cpu": TrainConfig("cpu", bf16=False),
     # nanoGPT's config/train_shakespeare_char.py: about 10.65 M parameters; minutes on one modern GPU.
@@ -48,7 +52,7 @@ CONFIGS = {
     "tiny": TrainConfig("tiny", n_layer=2, n_head=2, n_embd=64, block_size=32, batch_size=16, max_iters=300,
                         warmup_iters=20, eval_interval=50, eval_iters=10, sample_chars=200, threads=1, bf16=False),
 }
-DEFAULT_CONFIG = "cpu"
+DEFAULT_CONFIG = "cpu-fast"
 
 
 def get_config(name: str, **overrides) -> TrainConfig:
