@@ -84,7 +84,7 @@ def main() -> int:
         print(row(f"{args.config}: the course's default", new))
         gap = base["best_val_loss"] - new["best_val_loss"]
         ratio = new["wall_s"] / base["wall_s"]
-        print(f"difference: {gap:+.4f} nats lower (goal >= {GOAL_GAP:.2f}): {'met' if gap >= GOAL_GAP else 'NOT met'}; "
+        print(f"difference: {gap:.4f} nats lower (goal >= {GOAL_GAP:.2f}): {'met' if gap >= GOAL_GAP else 'NOT met'}; "
               f"wall time {ratio:.2f}x {args.baseline}'s (goal <= 1.00): {'met' if ratio <= 1.0 else 'NOT met'}")
         results.update(baseline=summary(base), recipe=summary(new), gap=gap, wall_ratio=ratio)
 
