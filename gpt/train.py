@@ -1,6 +1,7 @@
 """Train the chapter's GPT on the Shakespeare corpus.
 
-    python -m gpt.train --config cpu            # or: make train CONFIG=cpu
+    python -m gpt.train                         # the default recipe, cpu-fast (or: make train)
+    python -m gpt.train --config cpu            # nanoGPT's CPU recipe (or: make train CONFIG=cpu)
     python -m gpt.train --config gpu            # CUDA: bf16 autocast, torch.compile, flash attention
     python -m gpt.train --config tiny --device cpu --max-iters 50 --out /tmp/run
     torchrun --standalone --nproc_per_node=8 -m gpt.train --config gpu   # or: make train CONFIG=gpu NPROC=8
