@@ -11,9 +11,12 @@ STAMP := $(VENV)/.installed
 # MathJax lives outside _static/ (jupyter-book would add every .js there to every page); _config.yml copies it
 # into the built book's _static/mathjax/ with html_extra_path.
 MATHJAX := _mathjax/_static/mathjax/tex-chtml.js
-CONFIG ?= cpu
+# make train: CONFIG empty = gpt/configs.py's DEFAULT_CONFIG; NPROC > 1 = that many data-parallel processes (torchrun).
+CONFIG ?=
+NPROC ?= 1
 
-.PHONY: help venv sandbox lab release book browser test test-fast check grade bench-grading data train lock clean ablation
+.PHONY: help venv sandbox lab release book browser test test-fast check grade bench-grading bench-train data train lock \
+        clean ablation
 
 help:
 	@echo "make venv           create .venv with the pinned requirements and the course package"
@@ -24,8 +27,9 @@ help:
 	@echo "make check NB=notebooks/04_attention.ipynb   grade one notebook with the hidden tests"
 	@echo "make grade CHAPTER=04_attention SUBMISSIONS=dir OUT=dir   grade a class"
 	@echo "make bench-grading  time class grading against plain serial nbgrader"
+	@echo "make bench-train    the default CPU recipe against nanoGPT's (loss, wall time), and next to a busy process"
 	@echo "make data           build data/corpus.txt (chapter 7)"
-	@echo "make train CONFIG=cpu|gpu   train chapter 7's reference GPT"
+	@echo "make train [CONFIG=cpu-fast|cpu|gpu] [NPROC=1]   train chapter 7's reference GPT (NPROC>1: torchrun, DDP)"
 	@echo "make ablation       chapter 9: train a GPT-2 block and a Llama block, write book/data/ablation_llama.json"
 
 venv: $(STAMP)
@@ -91,11 +95,15 @@ grade: venv sandbox
 bench-grading: venv sandbox
 	$(BIN)/python benchmarks/grading.py
 
+bench-train: data
+	$(BIN)/python benchmarks/train.py
+
 data: venv
 	$(BIN)/python -m gpt.data
 
 train: data
-	$(BIN)/python -m gpt.train --config $(CONFIG)
+	$(if $(filter-out 1,$(NPROC)),$(BIN)/torchrun --standalone --nproc_per_node=$(NPROC),$(BIN)/python) \
+	  -m gpt.train $(if $(CONFIG),--config $(CONFIG))
 
 # Chapter 9's measured ablation (minutes per model on a CPU); the book only plots the JSON it writes.
 ablation: data

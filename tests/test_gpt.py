@@ -3,13 +3,16 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
 
 from gpt import data as gdata
 from gpt import train as gtrain
-from gpt.configs import CONFIGS, get_config
+from gpt.configs import CONFIGS, DEFAULT_CONFIG, get_config
 from gpt.model import GPT, GPTConfig
 from gpt.sample import chat_prompt, sample_next, top_p_probs
 
@@ -36,7 +39,7 @@ def test_tokenizer_round_trip():
     assert tok.decode(tok.encode("hello\nworld")) == "hello\nworld"
 
 
-@pytest.mark.parametrize("name, params", [("cpu", 0.80e6), ("gpu", 10.65e6)])
+@pytest.mark.parametrize("name, params", [("cpu", 0.80e6), ("cpu-fast", 0.80e6), ("gpu", 10.65e6)])
 def test_parameter_counts(name, params):
     cfg = CONFIGS[name]
     model = GPT(GPTConfig(vocab_size=65, block_size=cfg.block_size, n_layer=cfg.n_layer, n_head=cfg.n_head,
@@ -109,10 +112,32 @@ def test_tiny_training_run(tmp_path, monkeypatch):
     saved = json.loads((tmp_path / "metrics.json").read_text())
     for key in ("config", "device", "params", "iters", "tokens_per_s", "wall_s", "best_val_loss", "final_val_loss"):
         assert key in saved
-    assert saved["device"] == "cpu" and saved["iters"] == 20
+    assert saved["device"] == "cpu" and saved["iters"] == 20 and saved["world_size"] == 1
     val = metrics["history"]["val_loss"]
     assert val[0] == pytest.approx(math.log(tok.vocab_size), abs=0.3) and val[-1] < val[0] - 0.5
     assert (tmp_path / "ckpt.pt").exists() and (tmp_path / "loss.png").exists() and (tmp_path / "sample.txt").exists()
+
+
+def test_default_recipe_is_judged_on_the_same_validation_windows_as_nanogpts():
+    """make bench-train compares best validation losses: both recipes must evaluate the very same windows."""
+    fast, base = CONFIGS[DEFAULT_CONFIG], CONFIGS["cpu"]
+    assert DEFAULT_CONFIG != "cpu"
+    assert (fast.block_size, fast.eval_iters, fast.seed) == (base.block_size, base.eval_iters, base.seed)
+    assert (fast.eval_batch or fast.batch_size) == (base.eval_batch or base.batch_size)
+
+
+@pytest.mark.parametrize("preset, first, expected", [
+    ({}, "gpt", "PASSIVE"),                                      # gpt before torch: threads sleep when they wait
+    ({"OMP_WAIT_POLICY": "ACTIVE"}, "gpt", "ACTIVE"),            # the user's choice stands
+    ({"GOMP_SPINCOUNT": "300000"}, "gpt", None),
+    ({}, "torch", None),                                         # too late once torch has loaded libgomp: untouched
+])
+def test_openmp_wait_policy_default(preset, first, expected):
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")} | preset
+    code = f"import os, {first}, gpt; print(os.environ.get('OMP_WAIT_POLICY'))"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == str(expected)
 
 
 def test_corpus_checksum_is_pinned():
