@@ -13,7 +13,7 @@ STAMP := $(VENV)/.installed
 MATHJAX := _mathjax/_static/mathjax/tex-chtml.js
 CONFIG ?= cpu
 
-.PHONY: help venv lab release book browser test test-fast check grade bench-grading data train lock clean
+.PHONY: help venv lab release book browser test test-fast check grade bench-grading bench-check data train lock clean
 
 help:
 	@echo "make venv           create .venv with the pinned requirements and the course package"
@@ -24,6 +24,7 @@ help:
 	@echo "make check NB=notebooks/04_attention.ipynb   grade one notebook with the hidden tests"
 	@echo "make grade CHAPTER=04_attention SUBMISSIONS=dir OUT=dir   grade a class"
 	@echo "make bench-grading  time class grading against plain serial nbgrader"
+	@echo "make bench-check    time one learner's check against running the notebook alone, and plain nbgrader"
 	@echo "make data           build data/corpus.txt (chapter 7)"
 	@echo "make train CONFIG=cpu|gpu   train chapter 7's reference GPT"
 
@@ -80,6 +81,9 @@ grade: venv
 
 bench-grading: venv
 	$(BIN)/python benchmarks/grading.py
+
+bench-check: venv
+	$(BIN)/python benchmarks/check.py
 
 data: venv
 	$(BIN)/python -m gpt.data
