@@ -7,7 +7,11 @@ import sys
 import warnings
 from pathlib import Path
 
-from .course import CourseError, chapter, chapters
+# jsonschema, which nbformat and nbgrader import, builds an RFC 3987 grammar at import when `rfc3987_syntax` is
+# installed (half a CPU-second, more than all else it loads) to check "iri" strings, a format nothing here validates.
+sys.modules.setdefault("rfc3987_syntax", None)
+
+from .course import CourseError, chapter, chapters  # noqa: E402
 
 
 def _chapter_of(path: Path):
@@ -23,15 +27,19 @@ def _chapter_of(path: Path):
 
 def cmd_check(args) -> int:
     from .grading import grade_one
-    from .report import print_table
+    from .report import CellProgress, print_table
 
     notebook = Path(args.notebook)
     if not notebook.is_file():
         raise CourseError(f"{notebook}: no such notebook file. Give the path of your notebook, "
                           "e.g. notebooks/04_attention.ipynb")
     ch = chapter(args.chapter) if args.chapter else _chapter_of(notebook)
-    result, _ = grade_one(ch, notebook, time_limit=args.time_limit, memory=args.memory_mib * 2**20,
-                          sandbox=not args.no_sandbox)
+    progress = CellProgress(ch.name)
+    try:
+        result, _ = grade_one(ch, notebook, time_limit=args.time_limit, memory=args.memory_mib * 2**20,
+                              sandbox=not args.no_sandbox, on_cell=progress)
+    finally:
+        progress.close()
     if args.json:
         print(json.dumps(result.to_json(), indent=2))
     else:
