@@ -3,8 +3,9 @@
 Each submission is graded in a course folder of its own (a copy of one prepared by `generate_assignment`, holding the
 gradebook with the hidden tests), so students run in parallel without sharing a database, and a submission that breaks
 everything breaks only its own folder. The prepared folder is generated once per source notebook and nbgrader version
-and kept in `.grading/templates/` (`course_template`): a learner's check copies it instead of generating it again. nbgrader's Autograde converter does the grading, with `SandboxedExecute` in
-place of its Execute; nbgrader's GenerateFeedback writes the HTML feedback.
+and kept in `.grading/templates/` (`course_template`): a learner's check copies it instead of generating it again.
+nbgrader's Autograde converter does the grading, with `SandboxedExecute` in place of its Execute; nbgrader's
+GenerateFeedback writes the HTML feedback.
 """
 from __future__ import annotations
 

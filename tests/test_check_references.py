@@ -32,7 +32,8 @@ def test_ch04_softmax_reference_is_torchs(shape, axis, scale):
 @pytest.mark.parametrize("lead, n_q, n_k, d_k, d_v, scale, kind", CASES)
 def test_ch04_attention_reference_is_torchs(lead, n_q, n_k, d_k, d_v, scale, kind):
     r = np.random.default_rng(n_q * 100 + n_k)
-    Q, K, V = r.normal(size=(*lead, n_q, d_k)) * scale, r.normal(size=(*lead, n_k, d_k)), r.normal(size=(*lead, n_k, d_v))
+    Q = r.normal(size=(*lead, n_q, d_k)) * scale
+    K, V = r.normal(size=(*lead, n_k, d_k)), r.normal(size=(*lead, n_k, d_v))
     mask = {None: None, "causal": np.tril(np.ones((n_q, n_k), dtype=bool)),
             "random": ch04._random_mask(r, n_q, n_k, lead=lead),
             "broadcast": ch04._random_mask(r, n_q, n_k, lead=lead[:1] + (1,))}[kind]

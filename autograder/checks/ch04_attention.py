@@ -118,8 +118,8 @@ def softmax_matches_reference():
     # the default axis is the last one
     x = rng(16).normal(size=(4, 6))
     got = env().call("softmax", x, case="x of shape (4, 6), default axis", forbid=FORBID_SOFTMAX)
-    expect_close("softmax", got, _reference_softmax(x, -1), atol=ATOL, rtol=RTOL, case="x of shape (4, 6), default axis",
-                 hint="The default is axis=-1.")
+    expect_close("softmax", got, _reference_softmax(x, -1), atol=ATOL, rtol=RTOL,
+                 case="x of shape (4, 6), default axis", hint="The default is axis=-1.")
 
 
 def softmax_is_stable():
