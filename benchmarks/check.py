@@ -12,7 +12,9 @@ cells), run several times in one go, the three ways interleaved so that a busy m
 
 Each is a fresh process. Wall time, and CPU time (user + sys) of every process it started, kernels included: the
 benchmark is a child subreaper, so a kernel orphaned by its launcher is still reaped, and counted, here.
-Then one more run of (b) with timestamps on its phases: where the seconds go.
+Two more variants of (b) run in the same loop, for measurement only, to price two protections: without the kernel's
+call monitor (its profile hook), and with --no-sandbox. Then one more run of (b) with timestamps on its phases: where
+the seconds go.
 
 Goal (issue #17), on an otherwise idle machine: b/a <= 1.3 in wall time and <= 1.5 in CPU time.
 The machine is shared: single numbers are noisy; the ratios within one run are what count.
@@ -122,9 +124,10 @@ def run_floor(notebook: Path, scratch: Path) -> tuple[float, float]:
     return wall, cpu
 
 
-def run_check(notebook: Path, cwd: Path, extra_env: dict | None = None) -> tuple[float, float, dict]:
+def run_check(notebook: Path, cwd: Path, extra_env: dict | None = None, *options: str) -> tuple[float, float, dict]:
     env = dict(os.environ, **(extra_env or {}))
-    wall, cpu, out = timed([sys.executable, "-m", "autograder", "check", str(notebook), "--json"], cwd=cwd, env=env)
+    wall, cpu, out = timed([sys.executable, "-m", "autograder", "check", str(notebook), "--json", *options], cwd=cwd,
+                           env=env)
     return wall, cpu, json.loads(out)
 
 
@@ -281,7 +284,7 @@ def bench_chapter(name: str, runs: int, tmp: Path) -> dict:
     cold_env = {"AUTOGRADER_CACHE": str(cache)}
     wall, cpu, _ = run_check(notebook, tmp, cold_env)  # an empty cache: the first check after a change to solutions/
     cold = (wall, cpu)
-    samples: dict[str, list] = {"a": [], "b": [], "c": [], "b0": []}
+    samples: dict[str, list] = {"a": [], "b": [], "c": [], "b0": [], "b1": []}
     from autograder.env import SHIM_SOURCE
 
     monitored = MONITOR_CALL in SHIM_SOURCE
@@ -297,6 +300,8 @@ def bench_chapter(name: str, runs: int, tmp: Path) -> dict:
             wall, cpu, _ = timed([sys.executable, __file__, "--check-without-monitor", str(notebook)], cwd=tmp,
                                  env=dict(os.environ, **cold_env))
             samples["b0"].append((wall, cpu))
+        wall, cpu, _ = run_check(notebook, tmp, cold_env, "--no-sandbox")
+        samples["b1"].append((wall, cpu))
     profile = tmp / name / "phases.json"
     wall, cpu, _ = timed([sys.executable, __file__, "--phases-of", str(notebook), "--out", str(profile)], cwd=tmp,
                          env=dict(os.environ, **cold_env))
@@ -317,6 +322,9 @@ def report(result: dict, runs: int) -> bool:
         off = summary(result["samples"]["b0"])
         print(f"  {'    (b) without the call monitor':34} {off[0]:10.2f} / {off[1]:8.2f} {off[2]:10.2f} / "
               f"{off[3]:8.2f}   (measurement only: what the profile hook costs)")
+    off = summary(result["samples"]["b1"])
+    print(f"  {'    (b) --no-sandbox':34} {off[0]:10.2f} / {off[1]:8.2f} {off[2]:10.2f} / {off[3]:8.2f}"
+          "   (measurement only: what the sandbox costs)")
     print(f"  {'b/a (goal <= %.1f wall, <= %.1f CPU)' % (GOAL_WALL, GOAL_CPU):34} {b[0] / a[0]:10.2f} / "
           f"{b[1] / a[1]:8.2f} {b[2] / a[2]:10.2f} / {b[3] / a[3]:8.2f}")
     print(f"  {'b/c':34} {b[0] / c[0]:10.2f} / {b[1] / c[1]:8.2f} {b[2] / c[2]:10.2f} / {b[3] / c[3]:8.2f}")
