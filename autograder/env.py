@@ -26,9 +26,9 @@ from .feedback import CheckFailed, describe_shape
 
 SHIM_SOURCE = Path(kernel_shim.__file__).read_text()
 MAX_ANSWER_BYTES = 64 * 2**20
-# A request this large travels zlib-compressed when that pays: it crosses ZMQ twice (the kernel echoes the code it
-# runs) and is parsed twice (the cell, then the program in it); inputs such as 20000 copies of a row of logits shrink
-# a hundredfold. Random floats don't shrink: a sample of the start decides.
+# A request this large travels zlib-compressed when that pays: a cell's code crosses ZMQ twice (the kernel echoes it),
+# is parsed twice (the cell, then the program in it), and ipykernel hashes it in pure Python (about a second per MB).
+# Inputs such as 20000 copies of a row of logits shrink a hundredfold; random floats don't: a sample decides.
 COMPRESS_ABOVE, COMPRESS_SAMPLE = 64 * 2**10, 64 * 2**10
 
 
