@@ -15,8 +15,8 @@ MATHJAX := _mathjax/_static/mathjax/tex-chtml.js
 CONFIG ?=
 NPROC ?= 1
 
-.PHONY: help venv sandbox lab release book browser test test-fast check grade bench-grading bench-train data train lock \
-        clean ablation
+.PHONY: help venv sandbox lab release book browser test test-fast check grade bench-grading bench-check bench-train \
+        data train lock clean ablation
 
 help:
 	@echo "make venv           create .venv with the pinned requirements and the course package"
@@ -28,6 +28,7 @@ help:
 	@echo "make grade CHAPTER=04_attention SUBMISSIONS=dir OUT=dir   grade a class"
 	@echo "make bench-grading  time class grading against plain serial nbgrader"
 	@echo "make bench-train    the default CPU recipe against nanoGPT's (loss, wall time), and next to a busy process"
+	@echo "make bench-check    time one learner's check against running the notebook alone, and plain nbgrader"
 	@echo "make data           build data/corpus.txt (chapter 7)"
 	@echo "make train [CONFIG=cpu-fast|cpu|gpu] [NPROC=1]   train chapter 7's reference GPT (NPROC>1: torchrun, DDP)"
 	@echo "make ablation       chapter 9: train a GPT-2 block and a Llama block, write book/data/ablation_llama.json"
@@ -97,6 +98,9 @@ bench-grading: venv sandbox
 
 bench-train: data
 	$(BIN)/python benchmarks/train.py
+
+bench-check: venv
+	$(BIN)/python benchmarks/check.py
 
 data: venv
 	$(BIN)/python -m gpt.data

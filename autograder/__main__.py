@@ -8,8 +8,12 @@ import tempfile
 import warnings
 from pathlib import Path
 
-from . import sandbox
-from .course import CourseError, chapter, chapters
+# jsonschema, which nbformat and nbgrader import, builds an RFC 3987 grammar at import when `rfc3987_syntax` is
+# installed (half a CPU-second, more than all else it loads) to check "iri" strings, a format nothing here validates.
+sys.modules.setdefault("rfc3987_syntax", None)
+
+from . import sandbox  # noqa: E402
+from .course import CourseError, chapter, chapters  # noqa: E402
 
 
 def _chapter_of(path: Path):
@@ -25,7 +29,7 @@ def _chapter_of(path: Path):
 
 def cmd_check(args) -> int:
     from .grading import grade_one
-    from .report import print_table
+    from .report import CellProgress, print_table
 
     notebook = Path(args.notebook)
     if not notebook.is_file():
@@ -33,9 +37,14 @@ def cmd_check(args) -> int:
                           "e.g. notebooks/04_attention.ipynb")
     ch = chapter(args.chapter) if args.chapter else _chapter_of(notebook)
     missing = None if args.no_sandbox else sandbox.available()
-    with tempfile.TemporaryDirectory(prefix="grading-") as workdir:
-        result, _ = grade_one(ch, notebook, time_limit=args.time_limit, memory=args.memory_mib * 2**20,
-                              sandbox=not args.no_sandbox and missing is None, workdir=Path(workdir))
+    progress = CellProgress(ch.name)
+    try:
+        with tempfile.TemporaryDirectory(prefix="grading-") as workdir:
+            result, _ = grade_one(ch, notebook, time_limit=args.time_limit, memory=args.memory_mib * 2**20,
+                                  sandbox=not args.no_sandbox and missing is None, workdir=Path(workdir),
+                                  on_cell=progress)
+    finally:
+        progress.close()
     if missing:
         result.events.append(f"your code ran without the sandbox: {missing}")
     if args.json:

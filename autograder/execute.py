@@ -28,7 +28,7 @@ from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from nbformat.notebooknode import NotebookNode
 from nbgrader import utils as nbutils
 from nbgrader.preprocessors import Execute
-from traitlets import Bool, Dict, Integer, List, Unicode
+from traitlets import Bool, Callable, Dict, Integer, List, Unicode
 
 from . import env as envs
 from . import kernel_shim, sandbox, static, tripwires
@@ -101,6 +101,8 @@ class SandboxedExecute(Execute):
     report_file = Unicode("", help="where to write what the sandbox achieved and what happened (JSON)").tag(config=True)
     restart_timeout = Integer(60, help="seconds a restarted kernel has to answer; then later cells are not run"
                               ).tag(config=True)
+    on_cell = Callable(None, allow_none=True, help="called as on_cell(index, number of cells, cell) before each cell "
+                       "(a progress line)").tag(config=True)
 
     def preprocess(self, nb, resources=None, km=None):
         self._scan = None
@@ -220,6 +222,8 @@ class SandboxedExecute(Execute):
     # --- cells ------------------------------------------------------------------------------------------------
     def preprocess_cell(self, cell, resources, index):
         self._index = index
+        if self.on_cell is not None:
+            self.on_cell(index, len(self.nb.cells), cell)
         if cell.cell_type != "code":
             return cell, self.resources
         grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")

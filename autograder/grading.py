@@ -2,12 +2,16 @@
 
 Each submission is graded in a course folder of its own (a copy of one prepared by `generate_assignment`, holding the
 gradebook with the hidden tests), so students run in parallel without sharing a database, and a submission that breaks
-everything breaks only its own folder. nbgrader's Autograde converter does the grading, with `SandboxedExecute` in
-place of its Execute; nbgrader's GenerateFeedback writes the HTML feedback.
+everything breaks only its own folder. The prepared folder is generated once per source notebook and nbgrader version
+and kept in `.grading/templates/` (`course_template`): a learner's check copies it instead of generating it again.
+nbgrader's Autograde converter does the grading, with `SandboxedExecute` in place of its Execute; nbgrader's
+GenerateFeedback writes the HTML feedback.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
+import hashlib
 import json
 import os
 import shutil
@@ -260,14 +264,99 @@ def provided_sources(chapter: Chapter) -> tuple[str, ...]:
                  and not c.metadata.get("nbgrader", {}).get("solution"))
 
 
+# Bump when what `generate` writes into a course folder changes in a way the key below can't see.
+TEMPLATE_FORMAT = 1
+
+
+def template_cache() -> Path:
+    """Where prepared course folders are kept (AUTOGRADER_CACHE overrides; `make clean` empties the default)."""
+    return Path(os.environ.get("AUTOGRADER_CACHE") or REPO / ".grading" / "templates")
+
+
+@functools.lru_cache(maxsize=None)
+def _template_key(chapter: Chapter) -> str:
+    import nbgrader
+
+    digest = hashlib.sha256(chapter.source.read_bytes())
+    digest.update(f"nbgrader {nbgrader.__version__}, format {TEMPLATE_FORMAT}".encode())
+    return digest.hexdigest()[:16]
+
+
+def course_template(chapter: Chapter) -> Path | None:
+    """The chapter's course folder as nbgrader's GenerateAssignment writes it (release, gradebook with the hidden
+    tests), generated once per source notebook and nbgrader version and reused: generating it (a gradebook created,
+    `alembic` run) costs more than grading a notebook. None where the cache can't be written."""
+    cache = template_cache()
+    target = cache / f"{chapter.name}-{_template_key(chapter)}"
+    if (target / "gradebook.db").is_file():
+        return target
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        building = Path(tempfile.mkdtemp(prefix=f".building-{chapter.name}-", dir=cache))
+    except OSError:
+        return None
+    try:
+        generate(building, chapter)
+        building.rename(target)  # atomic: a check never sees half a template
+    except OSError:
+        if not (target / "gradebook.db").is_file():  # not a lost race with another check: a real failure
+            raise
+    finally:
+        shutil.rmtree(building, ignore_errors=True)
+    for old in cache.glob(f"{chapter.name}-*"):  # templates of earlier versions of this chapter
+        if old != target:
+            shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
 def prepare(chapter: Chapter, folder: Path) -> Path:
     """A course folder with the chapter generated and its gradebook written: the template every submission copies."""
-    generate(folder, chapter)
+    template = course_template(chapter)
+    if template is None:
+        generate(folder, chapter)
+    else:
+        shutil.copytree(template, folder, dirs_exist_ok=True)
     return folder
 
 
+def _preload_checks(chapter: Chapter) -> None:
+    """Import the chapter's checks (and what they need: torch from chapter 5 on) on a thread while the kernel starts
+    and the learner's cells run, when this process would otherwise wait; the first hidden test finds them loaded."""
+    import importlib
+    import threading
+
+    def load():
+        try:
+            importlib.import_module(chapter.checks_module)
+        except Exception:  # the hidden test's own import reports it, where it can be charged to that test
+            pass
+
+    threading.Thread(target=load, name="preload-checks", daemon=True).start()
+
+
+@contextlib.contextmanager
+def _scratch_gradebooks():
+    """The gradebooks graded in are throwaway copies: SQLite need not wait for the disk on each of nbgrader's many
+    commits (a crash loses nothing that matters: the folder is discarded with it)."""
+    import sqlite3
+
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    def no_sync(connection, _record):
+        if isinstance(connection, sqlite3.Connection):
+            connection.execute("PRAGMA synchronous = OFF")
+            connection.execute("PRAGMA journal_mode = MEMORY")
+
+    event.listen(Engine, "connect", no_sync)
+    try:
+        yield
+    finally:
+        event.remove(Engine, "connect", no_sync)
+
+
 def grading_config(root: Path, chapter: Chapter, student: str, *, time_limit: int, memory: int, sandbox: bool,
-                   scratch_root: Path | None = None):
+                   scratch_root: Path | None = None, on_cell=None):
     config = nbgrader_config(root, time_limit=time_limit)
     config.CourseDirectory.assignment_id = chapter.name
     config.CourseDirectory.student_id = student
@@ -276,6 +365,9 @@ def grading_config(root: Path, chapter: Chapter, student: str, *, time_limit: in
         AssignLatePenalties, CheckCellMetadata,
     ]
     config.SandboxedExecute.timeout = time_limit
+    # Nothing is wanted from the kernel after its last cell: killing it (its whole process group) saves the second
+    # or more a graceful shutdown waits for ipykernel to wind down.
+    config.SandboxedExecute.shutdown_kernel = "immediate"
     config.SandboxedExecute.memory_limit = memory
     config.SandboxedExecute.sandbox = sandbox
     config.SandboxedExecute.data = chapter.data
@@ -285,16 +377,18 @@ def grading_config(root: Path, chapter: Chapter, student: str, *, time_limit: in
     config.SandboxedExecute.restart_timeout = max(20, 2 * time_limit)
     config.SandboxedExecute.kernel_preamble = tripwires.preamble(forbidden_patterns(chapter))
     config.SandboxedExecute.provided = list(provided_sources(chapter))
+    config.SandboxedExecute.on_cell = on_cell
     return config
 
 
 def grade_one(chapter: Chapter, notebook: Path, *, template: Path | None = None, workdir: Path | None = None,
               student: str = STUDENT, time_limit: int = 30, memory: int = 2 * 2**30, sandbox: bool = True,
-              feedback: bool = False, data: bytes | None = None,
-              scratch_root: Path | None = None) -> tuple[Result, Path]:
+              feedback: bool = False, data: bytes | None = None, scratch_root: Path | None = None,
+              on_cell=None) -> tuple[Result, Path]:
     """Grade one submission; return its result and the folder it was graded in (feedback under `feedback/`).
 
-    `data`: the notebook's bytes, already read by the caller (then `notebook` only names it)."""
+    `data`: the notebook's bytes, already read by the caller (then `notebook` only names it);
+    `on_cell(index, number of cells, cell)` is called before each cell runs."""
     result = Result(notebook=str(notebook), chapter=chapter.name, max_score=max_score(chapter))
     nb = read_submission(notebook, chapter, data)  # SubmissionError goes to the caller
     workdir = Path(workdir or tempfile.mkdtemp(prefix="grading-"))
@@ -307,10 +401,11 @@ def grade_one(chapter: Chapter, notebook: Path, *, template: Path | None = None,
     submitted.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, submitted / f"{chapter.name}.ipynb")
     config = grading_config(root, chapter, student, time_limit=time_limit, memory=memory, sandbox=sandbox,
-                            scratch_root=scratch_root)
+                            scratch_root=scratch_root, on_cell=on_cell)
     coursedir = CourseDirectory(config=config)
+    _preload_checks(chapter)
     try:
-        with quiet_logs():
+        with quiet_logs(), _scratch_gradebooks():
             Autograde(coursedir=coursedir, config=config).start()
     except Exception as error:  # nbgrader gave up on this notebook: say so, keep whatever it recorded
         failure = f"grading stopped early ({type(error).__name__}: {_one_line(error)})"

@@ -2,8 +2,34 @@
 from __future__ import annotations
 
 import shutil
+import sys
 
 from .grading import Result
+
+
+class CellProgress:
+    """A one-line status on stderr naming the cell being graded, shown once grading has taken a few seconds, and only
+    on a terminal; gone before the table is printed. Pass it to `grade_one(on_cell=...)`."""
+
+    def __init__(self, chapter: str, delay: float = 3.0):
+        from tqdm import tqdm
+
+        self.chapter = chapter
+        # every update shows (mininterval=0): the line must name the cell now running, not one that ran before it
+        self.bar = tqdm(desc=f"grading {chapter}", delay=delay, leave=False, file=sys.stderr, disable=None,
+                        bar_format="{desc} [{elapsed}]", mininterval=0, miniters=1)
+
+    def __call__(self, index: int, total: int, cell) -> None:
+        grade_id = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
+        self.bar.set_description_str(f"grading {self.chapter}: cell {index + 1} of {total}"
+                                     + (f" ({grade_id})" if grade_id else ""), refresh=False)
+        self.bar.update()
+
+    def close(self) -> None:
+        self.bar.close()
+
+    def __deepcopy__(self, memo):
+        return self  # traitlets deep-copies configuration values; there is one terminal line, not a copy per copy
 
 
 def sandbox_line(sandbox: dict) -> str:

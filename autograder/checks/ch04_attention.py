@@ -1,8 +1,10 @@
 """Hidden checks for chapter 4, `04_attention` (NumPy).
 
 One function per hidden-test call in `solutions/04_attention.ipynb`. Inputs are float64 arrays from fixed seeds, in
-shapes the visible tests do not use. References are PyTorch's own (`torch.softmax`,
-`torch.nn.functional.scaled_dot_product_attention`), computed here in the grader, never in the learner's kernel.
+shapes the visible tests do not use. References are computed here in the grader, never in the learner's kernel, in
+float64 NumPy written apart from the substitutes below (softmax through log-sum-exp, attention through einsum), and
+pinned to PyTorch's own (`torch.softmax`, `torch.nn.functional.scaled_dot_product_attention`) by
+`tests/test_check_references.py`: grading this NumPy chapter never imports torch, a CPU-second per check.
 
 Tolerances: values are compared with `atol=1e-6, rtol=1e-5` (a float32 implementation passes, a wrong formula does
 not); masked weights must be exactly 0.
@@ -61,27 +63,22 @@ SUB_SDPA = {"softmax": _ref_softmax, "attention_scores": _ref_attention_scores}
 SUB_SELF = {**SUB_SDPA, "scaled_dot_product_attention": _ref_sdpa}
 
 
-# ---------------------------------------------------------------- references computed here (PyTorch)
+# ---------------------------------------------------------------- references computed here
 
-def _torch_softmax(x, axis):
-    import torch
+def _reference_softmax(x, axis):
+    """exp(x - logsumexp(x)): another route than the subtract-the-max-and-divide a learner (and SUB_SDPA) takes."""
+    x = np.asarray(x, dtype=np.float64)
+    return np.exp(x - np.logaddexp.reduce(x, axis=axis, keepdims=True))
 
-    return torch.softmax(torch.from_numpy(np.asarray(x, dtype=np.float64)), dim=axis).numpy()
 
-
-def _torch_attention(Q, K, V, mask=None):
-    """(output, weights) from torch: weights by masked_fill + torch.softmax, output by F.scaled_dot_product_attention."""
-    import torch
-    import torch.nn.functional as F
-
-    q, k, v = (torch.from_numpy(np.asarray(a, dtype=np.float64)) for a in (Q, K, V))
-    m = None if mask is None else torch.from_numpy(np.asarray(mask, dtype=bool))
-    scores = q @ k.transpose(-1, -2) / np.sqrt(Q.shape[-1])
-    if m is not None:
-        scores = scores.masked_fill(~m, float("-inf"))
-    weights = torch.softmax(scores, dim=-1)
-    output = F.scaled_dot_product_attention(q, k, v, attn_mask=m)
-    return output.numpy(), weights.numpy()
+def _reference_attention(Q, K, V, mask=None):
+    """(output, weights), with masked pairs at -inf before the softmax; batch axes and masks broadcast."""
+    Q, K, V = (np.asarray(a, dtype=np.float64) for a in (Q, K, V))
+    scores = np.einsum("...qd,...kd->...qk", Q, K) / np.sqrt(Q.shape[-1])
+    if mask is not None:
+        scores = np.where(np.asarray(mask, dtype=bool), scores, -np.inf)
+    weights = _reference_softmax(scores, -1)
+    return np.einsum("...qk,...kv->...qv", weights, V), weights
 
 
 def _random_mask(r, n_q, n_k, lead=()):
@@ -109,20 +106,20 @@ def _pair(got, exercise, case):
 # ---------------------------------------------------------------- softmax
 
 def softmax_matches_reference():
-    """Values along several axes and batch shapes, against torch.softmax."""
+    """Values along several axes and batch shapes, against the reference."""
     for seed, shape, axis in [(11, (3, 7), -1), (12, (2, 4, 5), 1), (13, (6,), 0), (14, (2, 3, 4, 5), 0),
                               (15, (5, 3), 0)]:
         x = rng(seed).normal(size=shape) * 3
         case = f"x of shape {shape}, axis={axis}"
         got = env().call("softmax", x, axis=axis, case=case, forbid=FORBID_SOFTMAX)
-        want = _torch_softmax(x, axis)
+        want = _reference_softmax(x, axis)
         expect_close("softmax", got, want, atol=ATOL, rtol=RTOL, case=case,
                      hint="Subtract the max, exponentiate, and divide by the sum along `axis` (keepdims=True).")
     # the default axis is the last one
     x = rng(16).normal(size=(4, 6))
     got = env().call("softmax", x, case="x of shape (4, 6), default axis", forbid=FORBID_SOFTMAX)
-    expect_close("softmax", got, _torch_softmax(x, -1), atol=ATOL, rtol=RTOL, case="x of shape (4, 6), default axis",
-                 hint="The default is axis=-1.")
+    expect_close("softmax", got, _reference_softmax(x, -1), atol=ATOL, rtol=RTOL,
+                 case="x of shape (4, 6), default axis", hint="The default is axis=-1.")
 
 
 def softmax_is_stable():
@@ -136,7 +133,7 @@ def softmax_is_stable():
     ]
     for case, x in cases:
         got = env().call("softmax", x, axis=-1, case=case, forbid=FORBID_SOFTMAX)
-        expect_close("softmax", got, _torch_softmax(x, -1), atol=ATOL, rtol=RTOL, case=case,
+        expect_close("softmax", got, _reference_softmax(x, -1), atol=ATOL, rtol=RTOL, case=case,
                      hint="exp(1000) overflows: subtract the maximum along `axis` before exponentiating.")
 
 
@@ -205,7 +202,7 @@ def causal_mask_dtype():
 # ---------------------------------------------------------------- scaled_dot_product_attention
 
 def sdpa_output_matches_reference():
-    """Unmasked 2-D attention: the output against F.scaled_dot_product_attention (n_q != n_k, d_v != d_k), including
+    """Unmasked 2-D attention: the output against the reference (n_q != n_k, d_v != d_k), including
     one case with scores in the hundreds (an inline softmax without the max subtracted gives nan there)."""
     for seed, n_q, n_k, d_k, d_v, size in [(51, 3, 5, 4, 6, 1.0), (52, 6, 6, 8, 8, 1.0), (53, 1, 4, 16, 2, 1.0),
                                            (54, 7, 3, 2, 5, 1.0), (55, 4, 6, 16, 3, 30.0)]:
@@ -215,7 +212,7 @@ def sdpa_output_matches_reference():
         got = env().call("scaled_dot_product_attention", Q, K, V, case=case, forbid=FORBID_ATTENTION,
                          substitute=SUB_SDPA)
         output, _ = _pair(got, "scaled_dot_product_attention", case)
-        want, _ = _torch_attention(Q, K, V)
+        want, _ = _reference_attention(Q, K, V)
         expect_close("scaled_dot_product_attention", output, want, atol=ATOL, rtol=RTOL, case=case, what="outputs",
                      hint="output = softmax(Q K^T / sqrt(d_k)) @ V, shape (n_q, d_v); with large scores, a softmax "
                           "without the max subtracted overflows (use your `softmax`).")
@@ -237,7 +234,7 @@ def sdpa_weights():
         expect(np.allclose(sums, 1.0, atol=1e-6),
                f"scaled_dot_product_attention: each row of the weights must sum to 1 for {case}; got sums "
                f"{np.array2string(sums[:4], precision=3)}. Return the normalised weights (after the softmax), not the scores or exp(scores).")
-        _, want = _torch_attention(Q, K, V)
+        _, want = _reference_attention(Q, K, V)
         expect_close("scaled_dot_product_attention", weights, want, atol=ATOL, rtol=RTOL, case=case, what="weights",
                      hint="weights = softmax(Q K^T / sqrt(d_k)) along the keys (the last axis).")
 
@@ -264,7 +261,7 @@ def sdpa_mask():
                f"scaled_dot_product_attention: weights of masked pairs must be exactly 0 for {case}; "
                f"{int(np.sum(leak != 0))} of {leak.size} are not (largest {np.abs(leak).max():.3g}). "
                "True = may attend: set the scores where mask is False to -inf before the softmax.")
-        want_out, _ = _torch_attention(Q, K, V, mask)
+        want_out, _ = _reference_attention(Q, K, V, mask)
         expect_close("scaled_dot_product_attention", output, want_out, atol=ATOL, rtol=RTOL, case=case,
                      what="outputs", hint="Mask the scores (-inf where mask is False) before the softmax, so each "
                                           "row of weights still sums to 1; then output = weights @ V.")
@@ -291,7 +288,7 @@ def sdpa_batch():
                 "mask of shape (n_q, n_k) broadcasts.")
         expect_type("scaled_dot_product_attention", weights, "ndarray", case, hint)
         expect_shape("scaled_dot_product_attention", weights, (*lead, n_q, n_k), case, hint)
-        want_out, _ = _torch_attention(Q, K, V, mask)
+        want_out, _ = _reference_attention(Q, K, V, mask)
         expect_close("scaled_dot_product_attention", output, want_out, atol=ATOL, rtol=RTOL, case=case,
                      what="outputs", hint=hint)
 
@@ -314,7 +311,7 @@ def self_attention_matches_reference():
         case = f"X {X.shape}, W_q {W_q.shape}, W_k {W_k.shape}, W_v {W_v.shape}"
         got = env().call("self_attention", X, W_q, W_k, W_v, case=case, forbid=FORBID_ATTENTION, substitute=SUB_SELF)
         output, weights = _pair(got, "self_attention", case)
-        want_out, want_w = _torch_attention(X @ W_q, X @ W_k, X @ W_v)
+        want_out, want_w = _reference_attention(X @ W_q, X @ W_k, X @ W_v)
         hint = "Row vectors: Q = X @ W_q, K = X @ W_k, V = X @ W_v, then scaled_dot_product_attention(Q, K, V, mask)."
         expect_close("self_attention", weights, want_w, atol=ATOL, rtol=RTOL, case=case, what="weights", hint=hint)
         expect_close("self_attention", output, want_out, atol=ATOL, rtol=RTOL, case=case, what="outputs", hint=hint)
