@@ -13,6 +13,8 @@ from gpt.configs import CONFIGS, get_config
 from gpt.model import GPT, GPTConfig
 from gpt.sample import chat_prompt, sample_next
 
+pytestmark = pytest.mark.unit
+
 
 def test_get_batch_shapes_and_offsets():
     d = torch.arange(1000) * 3
