@@ -15,15 +15,16 @@ MATHJAX := _mathjax/_static/mathjax/tex-chtml.js
 CONFIG ?=
 NPROC ?= 1
 
-.PHONY: help venv sandbox lab release book browser test test-fast check grade bench-grading bench-check bench-train \
-        data train lock clean ablation
+.PHONY: help venv sandbox lab release book book-record browser test test-fast check grade bench-grading bench-check \
+        bench-train data train lock clean ablation
 
 help:
 	@echo "make venv           create .venv with the pinned requirements and the course package"
 	@echo "make lab            JupyterLab on the exercises notebooks"
 	@echo "make release        regenerate notebooks/ (learner notebooks) from solutions/ with nbgrader"
 	@echo "make book           build the HTML book into _build/html"
-	@echo "make test           the project's test suite (includes a book build)"
+	@echo "make test           the project's test suite (after make book-record: one book build, checked by the tests)"
+	@echo "make test-fast      the unit tests only (seconds: no kernel, no book)"
 	@echo "make check NB=notebooks/04_attention.ipynb   grade one notebook with the hidden tests"
 	@echo "make grade CHAPTER=04_attention SUBMISSIONS=dir OUT=dir   grade a class"
 	@echo "make bench-grading  time class grading against plain serial nbgrader"
@@ -65,6 +66,11 @@ book: venv release data $(MATHJAX)
 	$(BIN)/python -m autograder book-solutions
 	$(BIN)/jupyter-book build . --builder html -W --keep-going
 
+# make test's book, built before pytest starts: `make book` twice (the second must execute nothing), each build's log
+# and the checkout's state before and after in _build/book-record/, which tests/test_book.py reads (it never builds).
+book-record: venv data $(MATHJAX)
+	$(BIN)/python tests/book_build.py
+
 # The browser test opens the built book in Debian's Chromium (no browser downloads); installed here when missing.
 browser:
 	@command -v chromium >/dev/null && fc-list :lang=ko | grep -q . || { \
@@ -81,11 +87,13 @@ sandbox:
 	  else echo "note: bubblewrap (bwrap) is not installed: learners' code will run unsandboxed." \
 	            "Install it with your package manager (Debian/Ubuntu: sudo apt-get install bubblewrap)."; fi; }
 
-test: venv sandbox data $(MATHJAX) browser
-	$(BIN)/python -m pytest -n 2 --dist loadgroup
+# --dist loadscope: tests/conftest.py makes a scope a test file, or a chapter (each chapter's graded class is
+# shared by its tests; the chapters are spread over the workers).
+test: venv sandbox data $(MATHJAX) browser book-record
+	$(BIN)/python -m pytest -n 2 --dist loadscope
 
-test-fast: venv sandbox
-	$(BIN)/python -m pytest -n 2 --dist loadgroup -m "not book and not browser"
+test-fast: venv
+	$(BIN)/python -m pytest -m unit -q
 
 check: venv sandbox
 	$(BIN)/python -m autograder check $(NB)

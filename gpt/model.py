@@ -88,7 +88,7 @@ class GPT(nn.Module):
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
         self.ln_f = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
         self.head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)  # W_U
-        self.head.weight = self.tok_emb.weight                         # weight tying: W_U = W_E^T
+        self.head.weight = self.tok_emb.weight                         # weight tying: W_U = W_E, both (V, d_model)
         self.apply(self._init)
         for name, p in self.named_parameters():                        # GPT-2: scale residual projections
             if name.endswith("proj.weight"):

@@ -1,91 +1,107 @@
-"""One book build per test process, shared by tests/test_book.py and tests/test_browser.py.
+"""The book build that `make test` checks: run once by `make book-record`, before pytest starts, and only read here.
 
-Both modules are in the xdist group "book", so that with `--dist loadgroup` they run in the same worker, and the
-build is cached at module level here (a pytest fixture would be re-created for each module that imports it).
-The grouping is not relied on for correctness: with pytest 9, pytest-xdist 3.8's loadgroup no longer groups (it
-renames `item._nodeid`, which pytest 9 no longer reads), so two workers may each need the book. A file lock makes
-their builds take turns (the second is quick: nothing left to execute), and tests that read `_build/html` hold it
-shared, so no build rewrites the pages under them.
+As a script (`make book-record`), it runs `make book` twice and writes each build's log and exit status, and the
+state of the checkout's tracked files before and after, into `_build/book-record/`. The second build must execute
+nothing: every page the first one ran is in the execution cache, and regenerating the solution pages
+(`autograder book-solutions`) gives the same notebooks. It skips `release` and `data` (seconds instead of a minute:
+the book never executes their outputs, and tests/test_chapters.py checks that a release is byte-stable). The script
+always exits 0: a failed build is reported by tests/test_book.py, not by make, so the rest of the suite still runs.
+
+As a module, it gives tests/test_book.py and tests/test_browser.py that record (`recorded()`), which fails their
+tests with the build's log when the build failed, and when the checkout changed since the build (pages of other
+sources). No test builds the book, so the two files can run on different workers without taking turns.
 """
 from __future__ import annotations
 
-import fcntl
+import hashlib
+import json
 import os
 import subprocess
-from contextlib import contextmanager
+import sys
+import time
 from dataclasses import dataclass
-
-import pytest
+from pathlib import Path
 
 from autograder.course import REPO
 
 HTML = REPO / "_build" / "html"
-LOCK = REPO / "_build" / ".book-tests.lock"
+RECORD = REPO / "_build" / "book-record"
+BUILDS = ("first", "second")
 
 
-def make(target):
-    env = dict(os.environ, MAKEFLAGS="")
-    return subprocess.run(["make", "--no-print-directory", target], cwd=REPO, capture_output=True, text=True,
-                          env=env, timeout=1800)
+def checkout_state() -> str:
+    """HEAD and a digest of every tracked file's difference from it (what `git status` can't see: a second edit)."""
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    diff = subprocess.run(["git", "diff", "HEAD", "--no-ext-diff", "--binary"], cwd=REPO, capture_output=True).stdout
+    return f"{head} {hashlib.sha256(diff).hexdigest()}"
 
 
-def tracked_changes():
-    proc = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO, capture_output=True,
-                          text=True)
-    return proc.stdout.strip() if proc.returncode == 0 else ""
+def changed_files() -> str:
+    return subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO, capture_output=True,
+                          text=True).stdout.strip()
 
 
 @dataclass
-class Build:
-    first: subprocess.CompletedProcess
-    second: subprocess.CompletedProcess
-    before: str  # `git status` of tracked files before the build
+class Record:
+    returncodes: dict[str, int]
+    before: str  # checkout_state() before the first build
+    after: str   # ... and after the second
+    changed: str  # `git status` of tracked files after the builds (for the message)
 
-    def __iter__(self):  # `first, second, before = built`
-        return iter((self.first, self.second, self.before))
-
-    def __getitem__(self, index):
-        return (self.first, self.second, self.before)[index]
+    def log(self, build: str) -> str:
+        return (RECORD / f"{build}.log").read_text(errors="replace")
 
     @property
-    def ok(self):
-        return self.first.returncode == 0 and self.second.returncode == 0
+    def ok(self) -> bool:
+        return all(self.returncodes.get(build) == 0 for build in BUILDS)
 
-    def failure(self):
-        failed = self.first if self.first.returncode else self.second
-        return failed.stdout[-3000:] + failed.stderr[-3000:]
-
-
-_BUILD: Build | None = None
+    def failure(self) -> str:
+        build = next(b for b in BUILDS if self.returncodes.get(b) != 0)
+        return f"`make book` ({build} build) exited with {self.returncodes.get(build)}:\n{self.log(build)[-6000:]}"
 
 
-@contextmanager
-def book_lock(shared: bool = False):
-    """Exclusive while building the book, shared while reading the built pages (across xdist workers)."""
-    LOCK.parent.mkdir(parents=True, exist_ok=True)
-    with open(LOCK, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+def recorded() -> Record:
+    """The record of `make book-record`; a test failure (not a skip) when there is none or it is stale."""
+    import pytest
+
+    path = RECORD / "record.json"
+    if not path.exists():
+        pytest.fail(f"no book build recorded ({path.relative_to(REPO)}): `make test` builds the book before pytest; "
+                    "alone, run `make book-record` first")
+    record = Record(**json.loads(path.read_text()))
+    if checkout_state() != record.after:
+        pytest.fail("the checkout changed since `make book-record` built the book: run it again")
+    return record
+
+
+def make(target: str, log: Path, skip: tuple[str, ...] = ()) -> int:
+    env = dict(os.environ, MAKEFLAGS="", MAKELEVEL="")
+    with open(log, "w") as out:
         try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            command = ["make", "--no-print-directory", *(f"--old-file={t}" for t in skip), target]
+            return subprocess.run(command, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env=env,
+                                  timeout=1800).returncode
+        except subprocess.TimeoutExpired:
+            out.write("\n`make book` did not finish within 30 minutes\n")
+            return 124
 
 
-def build_book() -> Build:
-    """`make book` twice (the second run must execute nothing); done once per process."""
-    global _BUILD
-    if _BUILD is None:
-        with book_lock():
-            before = tracked_changes()
-            first = make("book")
-            second = make("book") if first.returncode == 0 else first
-        _BUILD = Build(first, second, before)
-    return _BUILD
+def main() -> int:
+    RECORD.mkdir(parents=True, exist_ok=True)
+    (RECORD / "record.json").unlink(missing_ok=True)
+    before = checkout_state()
+    returncodes = {}
+    for build in BUILDS:
+        start = time.monotonic()
+        returncodes[build] = make("book", RECORD / f"{build}.log", skip=() if build == "first" else ("release", "data"))
+        print(f"book-record: {build} `make book`: exit {returncodes[build]}, {time.monotonic() - start:.0f} s "
+              f"(log: {(RECORD / f'{build}.log').relative_to(REPO)})")
+        if returncodes[build]:
+            break
+    record = Record(returncodes, before, checkout_state(), changed_files())
+    (RECORD / "record.json").write_text(json.dumps(record.__dict__, indent=1) + "\n")
+    return 0
 
 
-@pytest.fixture(scope="module")
-def built():
-    build = build_book()
-    assert build.ok, build.failure()
-    with book_lock(shared=True):
-        yield build
+if __name__ == "__main__":
+    sys.exit(main())

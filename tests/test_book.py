@@ -1,5 +1,6 @@
 """The book builds (warnings are errors), holds every chapter, re-executes nothing the second time, and leaves the
-checkout as it was."""
+checkout as it was. `make book-record` (a dependency of `make test`) built it before pytest started; these tests read
+its record and `_build/html` (see tests/book_build.py)."""
 from __future__ import annotations
 
 import re
@@ -8,9 +9,20 @@ import pytest
 import yaml
 
 from autograder.course import REPO
-from book_build import built, tracked_changes  # noqa: F401  (the shared build fixture)
+from book_build import HTML, recorded
 
-pytestmark = [pytest.mark.book, pytest.mark.xdist_group("book")]
+pytestmark = pytest.mark.book
+
+
+@pytest.fixture(scope="module")
+def record():
+    return recorded()
+
+
+@pytest.fixture(scope="module")
+def built(record):
+    assert record.ok, record.failure()
+    return record
 
 
 def toc_files():
@@ -29,11 +41,17 @@ def toc_files():
     return files
 
 
+def test_book_builds_without_warnings(record):
+    log = re.sub(r"\x1b\[[0-9;]*m", "", record.log("first"))  # Sphinx colours its log
+    warnings = re.findall(r"^.*\b(?:WARNING|ERROR|CRITICAL): .*$", log, re.M)  # Sphinx's (not a kernel's "WARNING |")
+    assert not warnings, f"{len(warnings)} warnings (errors under -W):\n" + "\n".join(warnings[:40])
+    assert record.ok, record.failure()
+
+
 def test_every_page_is_built(built):
-    html = REPO / "_build" / "html"
-    assert (html / "index.html").exists()
+    assert (HTML / "index.html").exists()
     for page in toc_files():
-        assert (html / f"{page}.html").exists(), f"{page} was not built"
+        assert (HTML / f"{page}.html").exists(), f"{page} was not built"
 
 
 def test_every_chapter_has_prose_exercises_and_solutions(built):
@@ -46,24 +64,21 @@ def test_every_chapter_has_prose_exercises_and_solutions(built):
 
 
 def test_second_build_executes_nothing(built):
-    _, second, _ = built
-    executed = re.findall(r"Executing.*", second.stdout + second.stderr)
+    executed = re.findall(r"Executing.*", built.log("second"))
     assert not executed, f"the second build executed again: {executed[:3]}"
 
 
 def test_learner_notebooks_are_not_executed(built):
-    page = (REPO / "_build" / "html" / "notebooks" / "04_attention.html").read_text()
+    page = (HTML / "notebooks" / "04_attention.html").read_text()
     assert "NotImplementedError" in page  # shown as code ...
     assert "Traceback" not in page        # ... never run
 
 
 def test_math_is_served_offline(built):
-    html = REPO / "_build" / "html"
-    assert (html / "_static" / "mathjax" / "tex-chtml.js").exists()
-    page = (html / "book" / "notation.html").read_text()
+    assert (HTML / "_static" / "mathjax" / "tex-chtml.js").exists()
+    page = (HTML / "book" / "notation.html").read_text()
     assert "mathjax/tex-chtml.js" in page and "cdn.jsdelivr" not in page
 
 
 def test_checkout_unchanged(built):
-    _, _, before = built
-    assert tracked_changes() == before, "building the book changed tracked files"
+    assert built.after == built.before, f"building the book changed tracked files:\n{built.changed}"

@@ -1,10 +1,11 @@
 """The book as readers meet it: every built page opened in headless Chromium.
 
-The book is built once (tests/book_build.py, shared with tests/test_book.py), served from 127.0.0.1 by a thread, and
-every HTML page is opened in Debian's `chromium` driven by Playwright. Nothing leaves the machine: requests to any
-other host are blocked and reported. Each page must load without console errors, render all of its math with MathJax,
-load all of its images (with alt text), link only to pages that exist, and, for notebook pages, offer the notebook as
-a download and launch buttons that open the committed learner notebook. Screenshots land in `_build/screenshots/`.
+The book is built before pytest starts (`make book-record`, see tests/book_build.py), served from 127.0.0.1 by a
+thread, and every HTML page is opened in Debian's `chromium` driven by Playwright. Nothing leaves the machine: requests
+to any other host are blocked and reported. Each page must load without console errors, render all of its math with
+MathJax, load all of its images (with alt text), link only to pages that exist, and, for notebook pages, offer the
+notebook as a download and launch buttons that open the committed learner notebook. Screenshots land in
+`_build/screenshots/`.
 """
 from __future__ import annotations
 
@@ -25,15 +26,15 @@ from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from playwright.sync_api import sync_playwright
 
 from autograder.course import REPO
-from book_build import HTML, book_lock, build_book
+from book_build import HTML, recorded
 
-pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("book")]
+pytestmark = pytest.mark.browser
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 SCREENSHOTS = REPO / "_build" / "screenshots"
-# Only for working on this test: BOOK_HTML=path/to/html opens an existing build instead of running `make book`.
+# Only for working on this test: BOOK_HTML=path/to/html opens an existing build instead of `make book-record`'s.
 PREBUILT = os.environ.get("BOOK_HTML")
 if PREBUILT:
     HTML = Path(PREBUILT).resolve()
@@ -134,14 +135,13 @@ def chromium_or_skip():
 def site():
     chromium_or_skip()
     if not PREBUILT:
-        build = build_book()
-        assert build.ok, build.failure()
+        record = recorded()
+        assert record.ok, record.failure()
     server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(HTML)))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        with book_lock(shared=True):  # no other worker rebuilds the book while we read it
-            yield f"http://127.0.0.1:{server.server_address[1]}/"
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
     finally:
         server.shutdown()
         server.server_close()

@@ -1,7 +1,8 @@
 """Every chapter, by COURSE.md's definition of done: structure, release, and grading that can fail.
 
-Each chapter is graded once as a simulated class: the solution (full marks), the released notebook (zero), and every
-wrong answer in tests/wrong_answers/ (exactly the listed test cells lose their points, nothing else does).
+Each chapter is graded once as a simulated class (conftest.py's `graded_class`): the solution (full marks), the
+released notebook (zero), and every wrong answer in tests/wrong_answers/ (exactly the listed test cells lose their
+points, nothing else does).
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 
 from autograder.execute import split_hidden
 from autograder.release import release_notebook
-from conftest import CHAPTERS, grade_as_class, scores, with_cells, wrong_answers
+from conftest import CHAPTERS, grade_as_class, with_cells, wrong_answers
 
 pytestmark = pytest.mark.parametrize("chapter", CHAPTERS, ids=[c.name for c in CHAPTERS])
 
@@ -72,63 +73,41 @@ def test_wrong_answers_cover_every_test(chapter):
         assert grade_id in alone, f"{chapter.name}: no wrong answer loses exactly {grade_id} (and nothing else)"
 
 
-def pack(wrong: list[dict]) -> list[list[int]]:
-    """Wrong answers that replace different cells and lose different tests can share one notebook: each still loses
-    exactly its own tests (a function's tests use references for the functions it calls), and the class is graded
-    in a fraction of the runs. A group that doesn't add up is re-graded one answer at a time (see test_grading)."""
-    groups: list[list[int]] = []
-    for i, answer in enumerate(wrong):
-        for group in groups:
-            cells = {c for j in group for c in wrong[j]["replace"]}
-            lost = {t for j in group for t in wrong[j]["loses"]}
-            if not cells & set(answer["replace"]) and not lost & set(answer["loses"]):
-                group.append(i)
-                break
-        else:
-            groups.append([i])
-    return groups
-
-
-def test_grading(chapter, tmp_path):
-    """Solution: full marks. Released notebook: zero, with a reason on every test. Wrong answers: exact losses."""
-    wrong = wrong_answers(chapter)
-    groups = pack(wrong)
-    submissions = {"solution": nbformat.read(chapter.source, as_version=4),
-                   "released": nbformat.read(chapter.release, as_version=4)}
-    for g, group in enumerate(groups):
-        replace = {k: v for i in group for k, v in wrong[i]["replace"].items()}
-        submissions[f"group{g:02d}"] = with_cells(chapter, replace)
-    results = grade_as_class(chapter, submissions, tmp_path / "class")
-
-    solution = results["solution"]
+def test_solution_gets_full_marks(chapter, graded_class):
+    solution = graded_class(chapter).results["solution"]
     assert solution["score"] == solution["max_score"] > 0, (
         "solution lost points: " + "; ".join(t["output"] for t in solution["tests"] if t["score"] < t["max_score"]))
-    released = results["released"]
+
+
+def test_released_notebook_gets_zero_with_a_reason_on_every_test(chapter, graded_class):
+    released = graded_class(chapter).results["released"]
     assert released["score"] == 0 and released["tests"]
     assert all(t["output"] for t in released["tests"]), "every failed test must say why"
 
-    full = scores(solution)
 
-    def losses(result):
-        got = scores(result)
-        return sorted(name for name in full if got.get(name, 0) < full[name])
-
+def test_wrong_answers_lose_exactly_their_tests(chapter, graded_class, tmp_path):
+    graded = graded_class(chapter)
+    wrong, solution = graded.wrong, graded.results["solution"]
+    assert solution["score"] == solution["max_score"], "the solution lost points (test_solution_gets_full_marks)"
     suspects = []
-    for g, group in enumerate(groups):
+    for g, group in enumerate(graded.groups):
         expected = sorted({t for i in group for t in wrong[i]["loses"]})
-        if losses(results[f"group{g:02d}"]) != expected:
+        if graded.losses(graded.results[f"group{g:02d}"]) != expected:
             suspects += group
     problems = []
     if suspects:
         alone = grade_as_class(chapter, {f"wrong{i:02d}": with_cells(chapter, wrong[i]["replace"]) for i in suspects},
                                tmp_path / "alone")
         for i in suspects:
-            lost = losses(alone[f"wrong{i:02d}"])
+            lost = graded.losses(alone[f"wrong{i:02d}"])
             if lost != sorted(wrong[i]["loses"]):
                 detail = "; ".join(t["output"] for t in alone[f"wrong{i:02d}"]["tests"] if t["score"] == 0)[:600]
                 problems.append(f"wrong answer {i} ({wrong[i]['why']}): lost {lost}, expected "
                                 f"{sorted(wrong[i]['loses'])} [{detail}]")
     assert not problems, "\n".join(problems)
-    for result in results.values():
+
+
+def test_every_lost_point_has_a_reason(chapter, graded_class):
+    for result in graded_class(chapter).results.values():
         for test in result["tests"]:
             assert test["score"] == test["max_score"] or test["output"], f"a lost test without a reason: {test}"

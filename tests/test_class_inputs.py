@@ -233,6 +233,7 @@ def test_feedback_runs_no_learner_script_in_a_browser(graded, tmp_path):
     assert images_tried >= 1  # the learner's <img> is still there to fire onerror, had it kept its handler
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("name, problem", [
     ("ann", None), ("müller", None), ("jane.doe@uni.edu", None), ("김철수", None), ("s123", None),
     ("jane doe", "a space"), ("-dash", "starts with '-'"), (".hidden", "starts with '.'"),
@@ -246,6 +247,7 @@ def test_student_id_rule(name, problem):
         assert got and problem in got, got
 
 
+@pytest.mark.unit
 def test_spreadsheet_safe():
     for text in ["=1+2", "+1", "-1", "@SUM(A1)", "\t=1", "\r=1", "  =1"]:
         assert spreadsheet_safe(text).startswith("'")

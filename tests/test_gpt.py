@@ -16,6 +16,8 @@ from gpt.configs import CONFIGS, DEFAULT_CONFIG, get_config
 from gpt.model import GPT, GPTConfig
 from gpt.sample import chat_prompt, sample_next, top_p_probs
 
+pytestmark = pytest.mark.unit
+
 
 def test_get_batch_shapes_and_offsets():
     d = torch.arange(1000) * 3

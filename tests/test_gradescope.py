@@ -127,6 +127,7 @@ def test_archive_holds_what_grading_needs(archive, tmp_path):
     assert again.read_bytes() == archive.read_bytes(), "the same chapter gives the same archive"
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("args, words", [
     (["42_nothing", "--out", "{tmp}/a.zip"], ["unknown chapter"]),
     ([CH.name, "--out", "{tmp}"], ["is a folder", "autograder.zip"]),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 
 import nbformat
+import numpy as np
 import pytest
 
 from autograder.course import REPO, chapter
@@ -26,6 +27,7 @@ OUTSIDE = "/tmp/autograder-test-escape"
 # torch's softmax under a name no static scan can fold: only the kernel's tripwires can see these calls
 DYNAMIC_SOFTMAX = ("import torch\n"
                    "def _shortcut():\n    return getattr(torch, ''.join(reversed('xamtfos')))\n")
+GRADER_SOFTMAX = "_ref_softmax"  # a correct softmax in autograder.checks.ch04_attention (see the test at the end)
 
 
 def solution_source(grade_id: str) -> str:
@@ -65,8 +67,9 @@ def class_of_cheats():
         "edits_tests": (_edit_tests(with_cells(CH, {"softmax": WRONG_SOFTMAX})), "axis"),
         # --- a softmax that can't run (or earns nothing) loses what an unwritten softmax loses
         "stub": (with_cells(CH, {"softmax": STUB}), "broken"),
+        # the grader's own correct softmax: full marks if the kernel could import the grader
         "imports_grader": (with_cells(CH, {"softmax": "def softmax(x, axis=-1):\n    from autograder.checks import "
-                                           "ch04_attention as c\n    return c.reference_softmax(x, axis)\n"}), "broken"),
+                                           f"ch04_attention as c\n    return c.{GRADER_SOFTMAX}(x, axis)\n"}), "broken"),
         "reads_solutions": (with_cells(CH, {"softmax": _exec_solutions()}), "broken"),
         "torch_shortcut": (with_cells(CH, {"softmax": "import torch\ndef softmax(x, axis=-1):\n    return "
                                            "torch.softmax(torch.as_tensor(x), dim=axis).numpy()\n"}), "shortcut"),
@@ -434,3 +437,14 @@ def test_chapter_shortcut_reasons(graded_chapters):
     assert "torch.nn.MultiheadAttention" in reasons["params_plain_sight"]  # the static scan: the name as written
     assert "torch.nn.functional.layer_norm" in reasons["aliased_layer_norm"]
     assert "not written yet" in reasons["stash"] or "NotImplementedError" in reasons["stash"]
+
+
+@pytest.mark.unit
+def test_the_grader_softmax_that_imports_grader_calls_is_real():
+    """The case "imports_grader" loses its points because the kernel can't import the grader, not because what it
+    calls is missing or wrong: were the import allowed, this softmax would earn them."""
+    from autograder.checks import ch04_attention
+
+    x = np.array([[1.0, 2.0, 3.0], [0.0, 0.0, 1000.0]])
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    np.testing.assert_allclose(getattr(ch04_attention, GRADER_SOFTMAX)(x, -1), e / e.sum(axis=-1, keepdims=True))

@@ -29,6 +29,7 @@ def one_line_error(capsys, code, *words):
         assert word in err[0], err[0]
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("value", ["0/2", "3/2", "1/0", "a/b", "2", "1/2/3", "", "-1/2", "1.5/2"])
 def test_bad_shard_values(tmp_path, capsys, value):
     code = main(["grade", CH.name, str(tmp_path), "--out", str(tmp_path / "out"), f"--shard={value}"])
@@ -36,6 +37,7 @@ def test_bad_shard_values(tmp_path, capsys, value):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.unit
 def test_slices_are_a_partition_that_stays_put():
     first = {f"student{i}": i for i in range(200)}
     slices = [select(first, (k, 4)) for k in range(1, 5)]

@@ -10,6 +10,8 @@ import pytest
 from autograder import tripwires
 from autograder.course import REPO
 
+pytestmark = pytest.mark.unit
+
 LIBRARY = {
     "fakelib/__init__.py": "from .ops import softmax, relu\nfrom .nn import Attention\n",
     "fakelib/ops.py": "def softmax(x):\n    return 'library softmax'\n\ndef relu(x):\n    return x\n",

@@ -87,16 +87,18 @@ def expect_close(exercise: str, got, want, *, atol: float, rtol: float = 0.0, ca
         raise CheckFailed(
             f"{exercise}: {count} of {got_a.size} {what} are nan or inf{_where(case)}; expected finite numbers.{_hint(hint)}"
         )
-    error = np.array(np.abs(got_a - want_a), ndmin=1)  # at least 1-d, so 0-d answers work too
+    at_index = want_a.ndim > 0  # a 0-d answer has no index to name
+    with np.errstate(invalid="ignore"):  # inf - inf and 0 * inf: at infinite references, both set right below
+        error = np.array(np.abs(got_a - want_a), ndmin=1)  # at least 1-d, so 0-d answers work too
+        allowed = np.array(atol + rtol * np.abs(want_a), ndmin=1)
     error[np.array(np.isinf(want_a) & (got_a == want_a), ndmin=1)] = 0.0
-    allowed = np.array(atol + rtol * np.abs(want_a), ndmin=1)
     allowed[~np.isfinite(allowed)] = 0.0
     got_a, want_a = np.array(got_a, ndmin=1), np.array(want_a, ndmin=1)
     if (error > allowed).any():
-        worst = np.unravel_index(int(np.argmax(error - allowed)), error.shape) if error.ndim else ()
-        index = list(int(i) for i in worst)
+        worst = np.unravel_index(int(np.argmax(error - allowed)), error.shape)
+        where = f" at index {[int(i) for i in worst]}" if at_index else ""
         raise CheckFailed(
-            f"{exercise}: {what} differ from the reference{_where(case)}: at index {index} expected "
+            f"{exercise}: {what} differ from the reference{_where(case)}:{where} expected "
             f"{brief(want_a[worst])}, got {brief(got_a[worst])} (max |error| {float(error.max()):.3g}, "
             f"tolerance {atol:g} + {rtol:g}·|expected|).{_hint(hint)}"
         )
