@@ -258,6 +258,8 @@ def grade_class(chapter: Chapter, submissions: Path, out: Path, *, jobs: int = 0
     found = find_submissions(chapter, root)
     if not found:
         raise CourseError(f"{submissions} holds no student folders (expected {submissions}/<student_id>/<notebook>.ipynb)")
+    if out.exists() and not out.is_dir():
+        raise CourseError(f"{out} is a file; --out needs a folder for the grades (it is created if missing)")
     roster = sorted(found)
     if shard:  # this machine's slice of the class (autograder/shards.py); `merge` puts the slices together
         found = shards.select(found, shard)

@@ -122,3 +122,12 @@ def _huge(path):
     with open(path, "wb") as handle:
         handle.truncate(60 * 2**20)  # a sparse 60 MiB file: a notebook whose outputs ran away
     return path
+
+
+@pytest.mark.unit
+def test_grade_refuses_an_out_that_is_a_file(tmp_path):
+    (tmp_path / "subs" / "ann").mkdir(parents=True)
+    (tmp_path / "out").write_text("not a folder")
+    proc = run("grade", "04_attention", tmp_path / "subs", "--out", tmp_path / "out", "--no-progress", cwd=tmp_path)
+    one_line_error(proc, "is a file", "--out")
+    assert (tmp_path / "out").read_text() == "not a folder"
