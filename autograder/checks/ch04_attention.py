@@ -122,19 +122,45 @@ def softmax_matches_reference():
                  case="x of shape (4, 6), default axis", hint="The default is axis=-1.")
 
 
+def _rows_depend_on_each_other(x, axis, case):
+    """True when the learner's softmax, wrong on the whole of x, is right on each slice x[i:i+1] passed alone: then
+    a slice's answer depends on its neighbours, which only a maximum taken over more than `axis` (x.max()) does."""
+    slices = np.split(x, x.shape[0], axis=0) if x.ndim > 1 and axis % x.ndim != 0 else None
+    if slices is None:
+        return False
+    for part in slices:
+        got = env().call("softmax", part, axis=axis, case=f"{case}, one slice alone", forbid=FORBID_SOFTMAX)
+        if (not isinstance(got, np.ndarray) or got.shape != part.shape
+                or not np.allclose(np.asarray(got, dtype=float), _reference_softmax(part, axis), atol=ATOL, rtol=RTOL)):
+            return False
+    return True
+
+
 def softmax_is_stable():
-    """Large logits (|x| ~ 1000) must neither overflow nor underflow to nan."""
+    """Large logits (|x| ~ 1000) must neither overflow nor underflow to nan, including rows whose scales differ by
+    1000 (a softmax that subtracts the global x.max() instead of the maximum along `axis` gives 0/0 there)."""
     r = rng(21)
     cases = [
         ("x ~ 1000 + N(0, 5), shape (4, 9)", 1000.0 + r.normal(size=(4, 9)) * 5),
         ("x ~ -1000 + N(0, 5), shape (3, 6)", -1000.0 + r.normal(size=(3, 6)) * 5),
         ("rows [1000, 1001, 1002] and [-1000, 0, 1000], shape (2, 3)",
          np.array([[1000.0, 1001.0, 1002.0], [-1000.0, 0.0, 1000.0]])),
+        ("rows near 0, near 1000 and near -1000, shape (3, 5)",
+         np.array([0.0, 1000.0, -1000.0])[:, None] + r.normal(size=(3, 5))),
+        ("x of shape (2, 3, 4), slices x[0] near 0 and x[1] near 2000",
+         np.array([0.0, 2000.0])[:, None, None] + r.normal(size=(2, 3, 4))),
     ]
     for case, x in cases:
         got = env().call("softmax", x, axis=-1, case=case, forbid=FORBID_SOFTMAX)
-        expect_close("softmax", got, _reference_softmax(x, -1), atol=ATOL, rtol=RTOL, case=case,
-                     hint="exp(1000) overflows: subtract the maximum along `axis` before exponentiating.")
+        want = _reference_softmax(x, -1)
+        hint = "exp(1000) overflows: subtract the maximum along `axis` before exponentiating."
+        if (isinstance(got, np.ndarray) and got.shape == want.shape
+                and not np.allclose(np.asarray(got, dtype=float), want, atol=ATOL, rtol=RTOL)
+                and _rows_depend_on_each_other(x, -1, case)):
+            hint = ("Each row is right alone but not next to a row 1000 larger: you subtract one maximum for the "
+                    "whole array, so exp underflows to 0 in the smaller rows. Subtract the maximum along `axis` "
+                    "(keepdims=True).")
+        expect_close("softmax", got, want, atol=ATOL, rtol=RTOL, case=case, hint=hint)
 
 
 # ---------------------------------------------------------------- attention_scores
@@ -151,9 +177,20 @@ def attention_scores_match_reference():
                      hint="scores = Q K^T / sqrt(d_k), with d_k = Q.shape[-1] (the square root, not d_k itself).")
 
 
+def _proportional_to(got, dots):
+    """The c > 0 with got = c * dots (least squares), or None when got is no positive multiple of dots."""
+    got = np.asarray(got, dtype=float)
+    c = float(np.sum(got * dots) / np.sum(dots * dots))
+    if not np.isfinite(c) or c <= 0 or not np.allclose(got, c * dots, atol=ATOL, rtol=RTOL):
+        return None
+    return c
+
+
 def attention_scores_batch():
-    """Leading batch dimensions, (batch, heads, n, d_k): the right shape, and every batch element equal to the answer
-    for that element alone (values themselves are `attention_scores_match_reference`'s business)."""
+    """Leading batch dimensions, (batch, heads, n, d_k): the right shape, every batch element equal to the answer for
+    that element alone, and the whole a positive multiple of the dot products Q K^T computed here (so the right shape
+    filled with anything else earns nothing; the exact 1/sqrt(d_k) is `attention_scores_match_reference`'s
+    business, so a wrong scale is charged there only)."""
     for seed, lead, n_q, n_k, d_k in [(41, (2,), 3, 4, 5), (42, (2, 3), 4, 4, 8), (43, (1, 2, 2), 2, 5, 3)]:
         r = rng(seed)
         Q, K = r.normal(size=(*lead, n_q, d_k)), r.normal(size=(*lead, n_k, d_k))
@@ -162,6 +199,14 @@ def attention_scores_batch():
         got = env().call("attention_scores", Q, K, case=case, forbid=FORBID_ATTENTION)
         expect_type("attention_scores", got, "ndarray", case, hint)
         expect_shape("attention_scores", got, (*lead, n_q, n_k), case, hint)
+        dots = np.einsum("...qd,...kd->...qk", Q, K)
+        first = (0,) * len(lead) + (0,)                   # the first query of the first batch element
+        expect(_proportional_to(got, dots) is not None,
+               f"attention_scores: for {case}, the scores are not the dot products of each query with each key of "
+               f"the same batch element (times one positive scale): the first query's row is "
+               f"{np.array2string(np.asarray(got, dtype=float)[first], precision=4)}, expected a multiple of "
+               f"{np.array2string(dots[first], precision=4)}. Score query i against key j of the same batch "
+               "element: Q[..., i, :] · K[..., j, :].")
         index = tuple(int(i) for i in r.integers(0, lead))
         alone = env().call("attention_scores", Q[index], K[index], case=f"Q {Q[index].shape}, K {K[index].shape}",
                            forbid=FORBID_ATTENTION)
@@ -189,14 +234,21 @@ def causal_mask_values():
 
 
 def causal_mask_dtype():
+    """The mask as NumPy wants it for np.where and ~mask: dtype bool. It pays only for the right mask in the right
+    dtype (a wrong pattern of the right dtype earns nothing here either; a right pattern as floats earns
+    `causal_mask_values` only)."""
     for n in (3, 6):
         case = f"n={n}"
         got = env().call("causal_mask", n, case=case, forbid=FORBID_MASK)
         expect_type("causal_mask", got, "ndarray", case)
         expect_shape("causal_mask", got, (n, n), case)
+        want = np.arange(n)[None, :] <= np.arange(n)[:, None]
+        expect(np.array_equal(np.asarray(got).astype(bool), want),
+               f"causal_mask: for {case}, {int(np.sum(np.asarray(got).astype(bool) != want))} of {n * n} entries "
+               "differ from the causal pattern (True where key j <= query i), so its dtype earns nothing yet.")
         expect(got.dtype == np.bool_,
                f"causal_mask: expected dtype bool for {case}; got {got.dtype}. "
-               "Masks are boolean (True = may attend): np.tril(np.ones((n, n), dtype=bool)).")
+               "Masks are boolean (True = may attend), so that ~mask and np.where(mask, ...) mean what they say.")
 
 
 # ---------------------------------------------------------------- scaled_dot_product_attention

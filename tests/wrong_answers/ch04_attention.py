@@ -25,6 +25,16 @@ WRONG_ANSWERS = [
         "loses": ["test_softmax_stability"],
     },
     {
+        "why": "subtracts the global maximum x.max() instead of the maximum along `axis`: a row 1000 below another "
+               "underflows to 0/0",
+        "replace": {"softmax": (
+            "def softmax(x, axis=-1):\n"
+            "    e = np.exp(x - x.max())\n"
+            "    return e / np.sum(e, axis=axis, keepdims=True)\n"
+        )},
+        "loses": ["test_softmax_stability"],
+    },
+    {
         "why": "shortcut: calls torch.softmax",
         "replace": {"softmax": (
             "def softmax(x, axis=-1):\n"
@@ -67,6 +77,17 @@ WRONG_ANSWERS = [
         )},
         "loses": ["test_attention_scores_batch", "test_scaled_dot_product_attention_batch"],
     },
+    {
+        # a placeholder of the right shape must earn nothing; the visible sdpa batch test calls it too
+        "why": "right for 2-D input, zeros of the right shape for batched input",
+        "replace": {"attention_scores": (
+            "def attention_scores(Q, K):\n"
+            "    if Q.ndim == 2:\n"
+            "        return Q @ K.T / np.sqrt(Q.shape[-1])\n"
+            "    return np.zeros(Q.shape[:-1] + K.shape[-2:-1])\n"
+        )},
+        "loses": ["test_attention_scores_batch", "test_scaled_dot_product_attention_batch"],
+    },
     # ------------------------------------------------------------------ causal_mask
     {
         "why": "upper triangle: lets each query see the future instead of the past",
@@ -74,13 +95,30 @@ WRONG_ANSWERS = [
             "def causal_mask(n):\n"
             "    return np.triu(np.ones((n, n), dtype=bool))\n"
         )},
-        "loses": ["test_causal_mask"],
+        "loses": ["test_causal_mask", "test_causal_mask_dtype"],
     },
     {
         "why": "strictly lower triangle: a token may not attend to itself",
         "replace": {"causal_mask": (
             "def causal_mask(n):\n"
             "    return np.tril(np.ones((n, n), dtype=bool), k=-1)\n"
+        )},
+        "loses": ["test_causal_mask", "test_causal_mask_dtype"],
+    },
+    {
+        "why": "all True, boolean and of the right shape: blocks nothing",
+        "replace": {"causal_mask": (
+            "def causal_mask(n):\n"
+            "    return np.ones((n, n), dtype=bool)\n"
+        )},
+        "loses": ["test_causal_mask", "test_causal_mask_dtype"],
+    },
+    {
+        "why": "slices a precomputed (8, 8) mask, as nanoGPT slices its block_size buffer: too small for n = 9",
+        "replace": {"causal_mask": (
+            "_MASK = np.tril(np.ones((8, 8), dtype=bool))\n"
+            "def causal_mask(n):\n"
+            "    return _MASK[:n, :n]\n"
         )},
         "loses": ["test_causal_mask"],
     },
