@@ -134,18 +134,18 @@ def kernel_command(connection_file: str, *, workdir: Path, memory: int, data: di
     `workdir` holds the connection folder, `sandbox.json` and `kernel.log` (and, unsandboxed, the home folder);
     `data` maps paths under the learner's home to host files it may read (a chapter's declared data)."""
     workdir = Path(workdir)
-    home = workdir / "home"
-    etc = workdir / "etc"
-    for folder in (home, etc):
-        folder.mkdir(parents=True, exist_ok=True)
-    (etc / "passwd").write_text(f"learner:x:{os.getuid()}:{os.getgid()}:learner:{HOME}:/bin/sh\n")
-    (etc / "group").write_text(f"learner:x:{os.getgid()}:\n")
     python = [sys.executable, "-c", preamble + "\n" + KERNEL_LAUNCH, "-f", connection_file]
     outer = [sys.executable, "-S", __file__, "--workdir", str(workdir), "--memory", str(memory),
              "--owner", str(os.getpid())]
-    if not sandbox:
+    if not sandbox:  # no tmpfs to give it: a home folder on disk, in the work folder removed after grading
+        home = workdir / "home"
+        home.mkdir(parents=True, exist_ok=True)
         env = kernel_env({"HOME": str(home), "TMPDIR": str(home)})
         return outer + ["--cwd", str(home), "--env", json.dumps(env), "--", *python]
+    etc = workdir / "etc"  # the passwd and group files bound into the sandbox
+    etc.mkdir(parents=True, exist_ok=True)
+    (etc / "passwd").write_text(f"learner:x:{os.getuid()}:{os.getgid()}:learner:{HOME}:/bin/sh\n")
+    (etc / "group").write_text(f"learner:x:{os.getgid()}:\n")
     conn_dir = Path(connection_file).parent
     data = {inside: outside for inside, outside in (data or {}).items() if os.path.isfile(outside)}
     env_args = [x for k, v in sorted(kernel_env().items()) for x in ("--setenv", k, v)]
