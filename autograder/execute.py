@@ -22,6 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import zmq
 from jupyter_client.manager import AsyncKernelManager
 from jupyter_core.utils import run_sync
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
@@ -36,6 +37,7 @@ from .feedback import CheckFailed
 
 HIDDEN_BEGIN, HIDDEN_END = "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"
 PASS_MARK = "passed"
+OUTPUT_CUT = "[output cut:"
 
 
 def split_hidden(source: str) -> tuple[str, str]:
@@ -60,6 +62,15 @@ class SandboxKernelManager(AsyncKernelManager):
     data = Dict()
     preamble = Unicode("")
     sandboxed = Bool(True)
+    output_cap = Integer(2 * 2**20, help="characters of a stream the kernel sends per request")
+    max_message_bytes = Integer(256 * 2**20, help="the largest message part this process reads from the kernel")
+
+    def client(self, **kwargs):
+        # zmq drops the connection (made again at once) on a larger part instead of this process reading, say, a
+        # gigabyte of stdout sent past the kernel's own output cap: lost output, as the grader's cap would lose it.
+        client = super().client(**kwargs)
+        client.context.setsockopt(zmq.MAXMSGSIZE, self.max_message_bytes)  # a default for the sockets made next
+        return client
 
     def format_kernel_cmd(self, extra_arguments=None):
         # A (re)start begins from nothing: whatever the previous kernel left running is killed first, and the
@@ -75,7 +86,8 @@ class SandboxKernelManager(AsyncKernelManager):
         self._connection_file_written = False
         self.write_connection_file()
         return sandbox.kernel_command(self.connection_file, workdir=Path(self.workdir), memory=self.memory,
-                                      data=self.data, preamble=self.preamble, sandbox=self.sandboxed)
+                                      data=self.data, preamble=self.preamble, sandbox=self.sandboxed,
+                                      output_cap=self.output_cap)
 
 
 class SandboxedExecute(Execute):
@@ -138,6 +150,8 @@ class SandboxedExecute(Execute):
         self.km.data = dict(self.data)
         self.km.preamble = self.kernel_preamble
         self.km.sandboxed = self.sandbox
+        self.km.output_cap = 2 * self.max_output_bytes
+        self.km.max_message_bytes = 2 * self.max_answer_bytes + self.max_output_bytes
         self._log = Path(tripwires.log_path(self.km.connection_file))
         self._log.unlink(missing_ok=True)
         return self.km
@@ -210,12 +224,17 @@ class SandboxedExecute(Execute):
                                    f"than {self.memory_limit / 2**30:g} GiB of memory); later cells ran in a new kernel")]
             self._restart(f"kernel died in cell {index}")
             return "dead"
+        # A cell that flooded its output and then failed may have left the kernel's memory full of what it
+        # printed (even past the kernel's own cap, if it undid it): later cells get a fresh kernel.
+        flooded = any(o.output_type == "stream" and o.text.startswith(OUTPUT_CUT) for o in cell.outputs)
         if _timed_out(cell.outputs):
             cell.outputs = [_error("CellTimeoutError", f"this cell did not finish within {self.timeout} s")]
-            if not self._responsive():
-                self._restart(f"kernel stuck after cell {index}")
+            if flooded or not self._responsive():
+                self._restart(f"kernel stuck or flooded after cell {index}")
             return "timeout"
         if any(o.output_type == "error" for o in cell.outputs):
+            if flooded:
+                self._restart(f"kernel flooded by cell {index}")
             return "error"
         return None
 
@@ -335,7 +354,7 @@ class SandboxedExecute(Execute):
             content["traceback"] = [_clip(str(line), 2000) for line in content.get("traceback", [])[-20:]]
         elif kept + size > limit:
             if kept <= limit:
-                outs.append(_stream(f"[output cut: more than {limit // 1024} KiB]\n"))
+                outs.append(_stream(f"{OUTPUT_CUT} more than {limit // 1024} KiB]\n"))
                 self._kept[key] = limit + 1
             return None
         self._kept[key] = kept + size

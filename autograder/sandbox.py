@@ -53,7 +53,29 @@ KERNEL_LAUNCH = (
     "import sys\n"
     "if sys.path and sys.path[0] == '':\n"
     "    del sys.path[0]\n"  # as ipykernel_launcher does: the working folder is not a package root
-    "from ipykernel import kernelapp\n"
+    "from ipykernel import iostream, kernelapp\n"
+    # ipykernel buffers a stream's writes between flushes without bound and sends the whole buffer as one message:
+    # `while True: print('x' * 10**6)` fills the kernel's memory (and the grader's) before any limit can see it.
+    # Past OUTPUT_CAP characters per stream and request, writes are dropped here, as the grader would drop them;
+    # past OUTPUT_STOP the cell is stopped. Learner code can undo this; then the grader's own caps still hold.
+    "def _capped(write, cap=OUTPUT_CAP, stop=OUTPUT_STOP):\n"
+    "    def capped_write(self, string):\n"
+    "        key = self.parent_header.get('msg_id') if isinstance(self.parent_header, dict) else None\n"
+    "        if getattr(self, '_cap_key', None) != key:\n"
+    "            self._cap_key, self._cap_used = key, 0\n"
+    "        if not isinstance(string, str):\n"
+    "            return write(self, string)\n"
+    "        used = self._cap_used\n"
+    "        self._cap_used += len(string)\n"
+    "        if self._cap_used > stop:\n"
+    "            self._cap_used = cap\n"
+    "            raise RuntimeError(f'this cell printed more than {stop // 2**20} MiB; it was stopped')\n"
+    "        if used >= cap:\n"
+    "            return len(string)\n"
+    "        write(self, string[:cap - used])\n"
+    "        return len(string)\n"
+    "    return capped_write\n"
+    "iostream.OutStream.write = _capped(iostream.OutStream.write)\n"
     "kernelapp.launch_new_instance()\n"
 )
 ETC_FILES = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "fonts", "localtime", "alternatives", "mime.types",
@@ -128,13 +150,15 @@ def kernel_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 
 def kernel_command(connection_file: str, *, workdir: Path, memory: int, data: dict[str, str] | None = None,
-                   preamble: str = "", sandbox: bool = True) -> list[str]:
+                   preamble: str = "", sandbox: bool = True, output_cap: int = 2 * 2**20) -> list[str]:
     """The command that starts one kernel: this file as a script, then (when `sandbox`) bwrap, then the kernel.
 
     `workdir` holds the connection folder, `sandbox.json` and `kernel.log` (and, unsandboxed, the home folder);
-    `data` maps paths under the learner's home to host files it may read (a chapter's declared data)."""
+    `data` maps paths under the learner's home to host files it may read (a chapter's declared data); `output_cap`:
+    characters a stream keeps per request in the kernel (64 times that stops the cell)."""
     workdir = Path(workdir)
-    python = [sys.executable, "-c", preamble + "\n" + KERNEL_LAUNCH, "-f", connection_file]
+    launch = KERNEL_LAUNCH.replace("OUTPUT_CAP", str(int(output_cap))).replace("OUTPUT_STOP", str(64 * int(output_cap)))
+    python = [sys.executable, "-c", preamble + "\n" + launch, "-f", connection_file]
     outer = [sys.executable, "-S", __file__, "--workdir", str(workdir), "--memory", str(memory),
              "--owner", str(os.getpid())]
     if not sandbox:  # no tmpfs to give it: a home folder on disk, in the work folder removed after grading

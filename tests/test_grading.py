@@ -54,6 +54,11 @@ def class_of_cheats():
         "sys_exit": (with_cells(CH, {}, [(last, "import sys\nsys.exit(3)")]), "full"),
         "loops_at_top": (with_cells(CH, {}, [(last, "while True:\n    pass")]), "full"),
         "prints_gigabytes": (with_cells(CH, {}, [(last, "while True:\n    print('x' * 1_000_000)")]), "full"),
+        # past the kernel's own output cap, straight onto its output channel: the grader never reads it
+        "sends_gigabytes": (with_cells(CH, {}, [(last, "k = get_ipython().kernel\nfor _ in range(3):\n"
+                                                "    k.session.send(k.iopub_socket, 'stream', {'name': 'stdout', "
+                                                "'text': 'x' * 400_000_000}, parent=k.get_parent('shell'))")]),
+                            "full"),
         "writes_outside": (with_cells(CH, {}, [(last, _write_outside())]), "full"),
         "kills_processes": (with_cells(CH, {}, [(last, "import os\nfor pid in range(2, 3000):\n    try:\n"
                                                "        os.kill(pid, 9)\n    except Exception:\n        pass")]), "full"),
