@@ -245,14 +245,35 @@ def max_score(chapter: Chapter) -> float:
 @functools.lru_cache(maxsize=None)
 def forbidden_patterns(chapter: Chapter) -> tuple[str, ...]:
     """Every pattern the chapter's checks forbid: the module-level `FORBID*` lists of its checks module (a check's
-    `forbid=` always names one of them; tests/test_static.py holds them to it). The kernel's tripwires arm these."""
-    import importlib
+    `forbid=` always names one of them; tests/test_static.py holds them to it). The kernel's tripwires arm these.
 
-    module = importlib.import_module(chapter.checks_module)
+    The lists are read from the module's source, not imported: importing chapter 5's checks on imports torch, a few
+    seconds that `_preload_checks` spends on a thread while the kernel runs the learner's cells instead of before
+    the kernel can start. A list built in any other way than literals, other FORBID names and `+` is refused."""
+    import ast
+    import importlib.util
+
+    origin = importlib.util.find_spec(chapter.checks_module).origin
+    lists: dict[str, list[str]] = {}
+
+    def value(node):
+        if isinstance(node, (ast.List, ast.Tuple)):
+            items = [ast.literal_eval(item) for item in node.elts]
+            if all(isinstance(item, str) for item in items):
+                return items
+        elif isinstance(node, ast.Name) and node.id in lists:
+            return lists[node.id]
+        elif isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
+            return value(node.left) + value(node.right)
+        raise ValueError(f"{origin}: a FORBID list must be built from string literals: {ast.unparse(node)}")
+
+    for node in ast.parse(Path(origin).read_text()).body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name) \
+                and node.targets[0].id.startswith("FORBID"):
+            lists[node.targets[0].id] = value(node.value)
     found = []
-    for name, value in vars(module).items():
-        if name.startswith("FORBID") and isinstance(value, (list, tuple)):
-            found += [p for p in value if isinstance(p, str) and p not in found]
+    for patterns in lists.values():
+        found += [p for p in patterns if p not in found]
     return tuple(found)
 
 

@@ -13,7 +13,7 @@ cells), run several times in one go, the three ways interleaved so that a busy m
 Each is a fresh process. Wall time, and CPU time (user + sys) of every process it started, kernels included: the
 benchmark is a child subreaper, so a kernel orphaned by its launcher is still reaped, and counted, here.
 Two more variants of (b) run in the same loop, for measurement only, to price two protections: without the kernel's
-call monitor (its profile hook), and with --no-sandbox. Then one more run of (b) with timestamps on its phases: where
+shortcut tripwires (autograder.tripwires, armed before ipykernel starts), and with --no-sandbox. Then one more run of (b) with timestamps on its phases: where
 the seconds go.
 
 Goal (issue #17), on an otherwise idle machine: b/a <= 1.3 in wall time and <= 1.5 in CPU time.
@@ -203,15 +203,12 @@ class Phases:
         setattr(owner, attribute, wrapper)
 
 
-MONITOR_CALL = "sys.setprofile(watcher)"
-
-
-def check_without_monitor(notebook: str) -> int:
-    """(In a subprocess) `check` with the kernel's call monitor (a profile hook) left out: what that protection costs.
+def check_without_tripwires(notebook: str) -> int:
+    """(In a subprocess) `check` with the kernel's shortcut tripwires left out: what that protection costs.
     Measurement only: such a check would miss library shortcuts that the static scan of the cell text cannot see."""
-    from autograder import __main__ as cli, env
+    from autograder import __main__ as cli, tripwires
 
-    env.SHIM_SOURCE = env.SHIM_SOURCE.replace(MONITOR_CALL, "pass")
+    tripwires.preamble = lambda patterns: ""
     return cli.main(["check", notebook, "--json"])
 
 
@@ -285,9 +282,6 @@ def bench_chapter(name: str, runs: int, tmp: Path) -> dict:
     wall, cpu, _ = run_check(notebook, tmp, cold_env)  # an empty cache: the first check after a change to solutions/
     cold = (wall, cpu)
     samples: dict[str, list] = {"a": [], "b": [], "c": [], "b0": [], "b1": []}
-    from autograder.env import SHIM_SOURCE
-
-    monitored = MONITOR_CALL in SHIM_SOURCE
     for _ in range(runs):
         samples["a"].append(run_floor(notebook, tmp / name / "floor"))
         wall, cpu, result = run_check(notebook, tmp, cold_env)
@@ -296,10 +290,9 @@ def bench_chapter(name: str, runs: int, tmp: Path) -> dict:
         samples["b"].append((wall, cpu))
         wall, cpu, score = run_nbgrader(ch, notebook, prepared, tmp / name / "course")
         samples["c"].append((wall, cpu))
-        if monitored:
-            wall, cpu, _ = timed([sys.executable, __file__, "--check-without-monitor", str(notebook)], cwd=tmp,
-                                 env=dict(os.environ, **cold_env))
-            samples["b0"].append((wall, cpu))
+        wall, cpu, _ = timed([sys.executable, __file__, "--check-without-tripwires", str(notebook)], cwd=tmp,
+                             env=dict(os.environ, **cold_env))
+        samples["b0"].append((wall, cpu))
         wall, cpu, _ = run_check(notebook, tmp, cold_env, "--no-sandbox")
         samples["b1"].append((wall, cpu))
     profile = tmp / name / "phases.json"
@@ -318,10 +311,9 @@ def report(result: dict, runs: int) -> bool:
     for label, s in (("(a) floor: nbclient alone", a), ("(b) python -m autograder check", b),
                      ("(c) nbgrader autograde", c)):
         print(f"  {label:34} {s[0]:10.2f} / {s[1]:8.2f} {s[2]:10.2f} / {s[3]:8.2f}")
-    if result["samples"]["b0"]:
-        off = summary(result["samples"]["b0"])
-        print(f"  {'    (b) without the call monitor':34} {off[0]:10.2f} / {off[1]:8.2f} {off[2]:10.2f} / "
-              f"{off[3]:8.2f}   (measurement only: what the profile hook costs)")
+    off = summary(result["samples"]["b0"])
+    print(f"  {'    (b) without the tripwires':34} {off[0]:10.2f} / {off[1]:8.2f} {off[2]:10.2f} / "
+          f"{off[3]:8.2f}   (measurement only: what the shortcut tripwires cost)")
     off = summary(result["samples"]["b1"])
     print(f"  {'    (b) --no-sandbox':34} {off[0]:10.2f} / {off[1]:8.2f} {off[2]:10.2f} / {off[3]:8.2f}"
           "   (measurement only: what the sandbox costs)")
@@ -341,7 +333,7 @@ def main() -> int:
     parser.add_argument("--chapters", nargs="+", default=["04_attention", "07_training"])
     parser.add_argument("--phases-of", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
-    parser.add_argument("--check-without-monitor", help=argparse.SUPPRESS)
+    parser.add_argument("--check-without-tripwires", help=argparse.SUPPRESS)
     args = parser.parse_args()
     import warnings
 
@@ -349,8 +341,8 @@ def main() -> int:
     if args.phases_of:
         phases_of_check(args.phases_of, args.out)
         return 0
-    if args.check_without_monitor:
-        return check_without_monitor(args.check_without_monitor)
+    if args.check_without_tripwires:
+        return check_without_tripwires(args.check_without_tripwires)
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     print(f"cores: {os.cpu_count()}  load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
