@@ -13,8 +13,8 @@ cells), run several times in one go, the three ways interleaved so that a busy m
 Each is a fresh process. Wall time, and CPU time (user + sys) of every process it started, kernels included: the
 benchmark is a child subreaper, so a kernel orphaned by its launcher is still reaped, and counted, here.
 Two more variants of (b) run in the same loop, for measurement only, to price two protections: without the kernel's
-shortcut tripwires (autograder.tripwires, armed before ipykernel starts), and with --no-sandbox. Then one more run of (b) with timestamps on its phases: where
-the seconds go.
+shortcut tripwires (autograder.tripwires, armed before ipykernel starts), and with --no-sandbox. Then one more run
+of (b) with timestamps on its phases: where the seconds go.
 
 Goal (issue #17), on an otherwise idle machine: b/a <= 1.3 in wall time and <= 1.5 in CPU time.
 The machine is shared: single numbers are noisy; the ratios within one run are what count.
