@@ -24,6 +24,9 @@ from autograder.course import REPO, chapter
 from conftest import with_cells
 
 CH = chapter("04_attention")
+# The chapter's total, from the source's test cells (the points of record), not a copy of it.
+CH_POINTS = sum(c.metadata.nbgrader.points for c in nbformat.read(CH.source, as_version=4).cells
+                if c.metadata.get("nbgrader", {}).get("grade") and not c.metadata.nbgrader.get("solution"))
 pytestmark = pytest.mark.xdist_group("class_inputs")
 
 PWNED = "pwned-by-learner"
@@ -275,7 +278,7 @@ def test_check_test_cell_marked_solution(tmp_path):
     nbformat.write(nb, tmp_path / "04_attention.ipynb")
     result = check_json(tmp_path / "04_attention.ipynb")
     assert "error" not in result
-    assert result["score"] == result["max_score"] == 16
+    assert result["score"] == result["max_score"] == CH_POINTS
 
 
 STALL = ("import os\nstartup = get_ipython().profile_dir.startup_dir\nos.makedirs(startup, exist_ok=True)\n"
@@ -291,7 +294,7 @@ def test_check_kernel_that_will_not_restart(tmp_path):
     nb = with_cells(CH, {}, [("causal_mask", STALL)])
     nbformat.write(nb, tmp_path / "04_attention.ipynb")
     result = check_json(tmp_path / "04_attention.ipynb", "--time-limit", "10")
-    assert "error" not in result and result["max_score"] == 16
+    assert "error" not in result and result["max_score"] == CH_POINTS
     before = {"test_softmax", "test_softmax_stability", "test_attention_scores", "test_attention_scores_batch"}
     for test in result["tests"]:
         if test["name"] in before:
