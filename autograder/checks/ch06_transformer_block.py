@@ -303,7 +303,7 @@ with torch.no_grad():
 """
 
 
-def layernorm_matches_torch():
+def test_LayerNorm():
     """Forward with the initial parameters, inputs with leading batch dimensions, against torch.nn.LayerNorm."""
     import torch
 
@@ -330,7 +330,7 @@ with torch.no_grad():
 """
 
 
-def layernorm_parameters():
+def test_LayerNorm_params():
     """Parameters named weight and bias, initialised to ones and zeros, applied as x_hat * weight + bias."""
     import torch
 
@@ -366,7 +366,7 @@ gb = m.bias.grad
 """
 
 
-def layernorm_gradients():
+def test_LayerNorm_grad():
     """Backward pass: gradients with respect to the input and both parameters, against torch.nn.LayerNorm."""
     import torch
 
@@ -398,7 +398,7 @@ with torch.no_grad():
 """
 
 
-def layernorm_eps():
+def test_LayerNorm_eps():
     """Rows with a tiny or zero spread: eps goes inside the square root, and the eps argument is used."""
     import torch
 
@@ -456,12 +456,12 @@ def _ffn_cases(activation, cases):
         expect_close("FeedForward", got, want, atol=1e-5, rtol=1e-4, case=case, hint=hint)
 
 
-def feedforward_relu():
+def test_FeedForward():
     """The default (ReLU) FFN with loaded weights, on inputs of several shapes."""
     _ffn_cases(None, [(71, (2, 5, 8), 32), (72, (7, 12), 20), (73, (2, 3, 4, 6), 24)])
 
 
-def feedforward_gelu():
+def test_FeedForward_gelu():
     """activation="gelu": the exact GELU."""
     _ffn_cases("gelu", [(74, (3, 4, 10), 40), (75, (5, 6), 16)])
 
@@ -490,7 +490,7 @@ def _mask_case(r, kind, n):
     return m, "a random boolean mask (True = may attend)"
 
 
-def block_matches_reference():
+def test_TransformerBlock():
     """Pre-norm block with random weights (LayerNorms included) against a float64 reference, several shapes and masks."""
     cases = [(81, 2, 5, 16, 4, 32, "causal"), (82, 1, 7, 12, 3, 48, "causal"), (83, 3, 4, 8, 2, 16, "none"),
              (84, 2, 6, 12, 2, 24, "random")]
@@ -537,7 +537,7 @@ unchanged = bool(torch.equal(x_in.detach(), x))
 """
 
 
-def block_residual():
+def test_TransformerBlock_residual():
     """With the attention and FFN output projections zeroed, the block is the identity, and the gradient reaches x
     through the residual path; the caller's tensor is left alone."""
     import torch
@@ -601,7 +601,7 @@ def _ids(r, vocab, b, n):
     return torch.from_numpy(r.integers(0, vocab, size=(b, n))).long()
 
 
-def gpt_matches_reference():
+def test_GPTLike():
     """Logits for full-length inputs with loaded random weights against a float64 reference."""
     # (seed, vocab, d_model, n_heads, d_ff, n_layers, max_len, batch); here n = max_len
     for seed, V, d, h, d_ff, L, T, b in [(91, 11, 16, 4, 32, 2, 6, 2), (92, 23, 12, 3, 24, 3, 9, 3),
@@ -672,7 +672,7 @@ def _expect_reads_context(case, base, changed_first, position_hint):
            f"position sees only its own token (a bigram model). {position_hint}")
 
 
-def gpt_shapes():
+def test_GPTLike_shape():
     """Logits of shape (batch, n, vocab_size) for prompts shorter than max_len, one token, and a batch of one, from a
     model that uses its blocks and (for n > 1) the earlier tokens."""
     import torch
@@ -694,7 +694,7 @@ def gpt_shapes():
                                                         "mixes the positions.")
 
 
-def gpt_is_causal():
+def test_GPTLike_causal():
     """Changing the tokens after position t leaves the logits at positions 0..t unchanged, and changing token 0
     changes the logits after it (the model reads its context, through its blocks)."""
     import torch
@@ -885,7 +885,7 @@ GPT2_CASES = [  # (seed, vocab, n_positions, d, heads, layers, n_inner, batch, n
 ]
 
 
-def convert_gpt2_logits():
+def test_convert_gpt2():
     """Tiny random GPT-2s: with the learner's state dict, GPTLike (GPT-2's GELU) gives Hugging Face's logits to 1e-5,
     batch > 1, causal; a difference is reported at the first stage (embeddings, block i's attention or FFN, ln_f,
     logits) where the activations part."""
@@ -923,7 +923,7 @@ def convert_gpt2_logits():
                      what="logits")
 
 
-def convert_gpt2_names():
+def test_convert_gpt2_names():
     """Every entry of the result is a GPTLike parameter with GPTLike's shape: load_state_dict(strict=True) would
     accept it (missing entries are the logits test's business: it names them)."""
     for seed, V, T, d, h, L, n_inner in [(311, 23, 9, 12, 3, 2, None), (312, 31, 6, 20, 5, 3, 28)]:

@@ -179,7 +179,7 @@ def _as_float(exercise, value, case):
 
 # ---------------------------------------------------------------- 1. the cost curve
 
-def fit_loglog_slope_matches_least_squares():
+def test_fit_loglog_slope():
     for seed, power, k, as_list in [(11, 2.0, 7, False), (12, 1.0, 5, True), (13, 2.7, 9, False), (14, 0.5, 4, True)]:
         r = rng(seed)
         ns = np.unique(np.round(np.geomspace(r.integers(8, 64), r.integers(2000, 9000), k))).astype(float)
@@ -193,7 +193,7 @@ def fit_loglog_slope_matches_least_squares():
                "(log n, log cost), with the same logarithm on both axes, and return its slope.")
 
 
-def attention_memory_bytes_counts_tensors():
+def test_attention_memory_bytes():
     sizes = {"float64": 8, "float32": 4, "bfloat16": 2, "float16": 2}
     for n, d, heads, dtype in [(1000, 64, 1, "float32"), (2048, 128, 96, "float16"), (37, 5, 3, "float64"),
                                (4096, 64, 12, "bfloat16"), (1, 8, 2, "float32")]:
@@ -209,7 +209,7 @@ def attention_memory_bytes_counts_tensors():
 
 # ---------------------------------------------------------------- 2. KV cache and generation
 
-def kv_cache_appends_along_sequence():
+def test_KVCache():
     torch = _torch()
     for seed, (b, h, d), chunks in [(21, (2, 3, 4), [5, 1, 1, 3]), (22, (1, 2, 8), [1, 1]), (23, (3, 1, 2), [4])]:
         ks = [_randn(seed * 10 + i, b, h, t, d) for i, t in enumerate(chunks)]
@@ -252,7 +252,7 @@ def kv_cache_appends_along_sequence():
                      what="length", hint="Keep the tensors on the instance (self.k in __init__), not on the class.")
 
 
-def attend_with_cache_decode_matches_full():
+def test_attend_with_cache():
     torch = _torch()
     for seed, (b, h, d), past, steps in [(31, (2, 3, 4), 6, 4), (32, (1, 1, 8), 1, 3), (33, (3, 2, 5), 11, 2)]:
         total = past + steps
@@ -281,7 +281,7 @@ def attend_with_cache_decode_matches_full():
                      hint="Each call must append its k_new and v_new to the cache.")
 
 
-def attend_with_cache_prefill_is_causal():
+def test_attend_with_cache_prefill():
     torch = _torch()
     for seed, (b, h, d), chunks in [(41, (2, 2, 4), [5, 3]), (42, (1, 3, 6), [7]), (43, (2, 1, 3), [2, 4, 3])]:
         total = sum(chunks)
@@ -380,7 +380,7 @@ def _generate(seed, config, batch, t0, n_new, use_cache, case, measure=False):
     return model, prompt, got
 
 
-def generate_greedy_matches_uncached():
+def test_generate_greedy_tokens():
     torch = _torch()
     for seed, config, batch, t0, n_new in GENERATION_CASES:
         want = None
@@ -427,7 +427,7 @@ def _reference_cached_flops(config, seed, batch, t0, n_new):
     return int(counter.get_total_flops())
 
 
-def generate_greedy_uses_cache():
+def test_generate_greedy_uses_cache():
     for seed, config, batch, t0, n_new in GENERATION_CASES:
         layers = config["n_layers"]
         case = f"batch={batch}, prompt of {t0} tokens, {n_new} new tokens, use_cache=True ({layers} blocks)"
@@ -459,7 +459,7 @@ def _gqa_case(seed, b, hq, hkv, n_q, n_k, d):
     return (_randn(seed, b, hq, n_q, d), _randn(seed + 1, b, hkv, n_k, d), _randn(seed + 2, b, hkv, n_k, d))
 
 
-def grouped_query_attention_matches_torch():
+def test_grouped_query_attention():
     for seed, (b, hq, hkv, n_q, n_k, d) in [(61, (2, 8, 2, 5, 5, 4)), (62, (1, 6, 3, 4, 7, 8)),
                                             (63, (2, 4, 4, 6, 6, 3)), (64, (3, 6, 1, 3, 5, 2)),
                                             (65, (1, 12, 4, 2, 9, 5))]:
@@ -472,7 +472,7 @@ def grouped_query_attention_matches_torch():
                           "as repeat_interleave does (not repeat).")
 
 
-def grouped_query_attention_mask():
+def test_grouped_query_attention_mask():
     torch = _torch()
     for seed, (b, hq, hkv, n, d), kind in [(71, (2, 4, 4, 6, 3), "causal"), (72, (1, 6, 1, 5, 4), "causal"),
                                            (73, (2, 3, 3, 7, 2), "random")]:
@@ -489,7 +489,7 @@ def grouped_query_attention_mask():
                      hint="Set the scores where mask is False to -inf before the softmax.")
 
 
-def kv_cache_bytes_formula():
+def test_kv_cache_bytes():
     sizes = {"float64": 8, "float32": 4, "bfloat16": 2, "float16": 2}
     for layers, kv_heads, d_head, seq_len, batch, dtype in [(96, 96, 128, 2048, 1, "float16"),
                                                              (80, 8, 128, 4096, 1, "bfloat16"),
@@ -521,7 +521,7 @@ def _ref_rope(x, positions, base):
 ROPE_TOL = dict(atol=1e-4, rtol=1e-4)
 
 
-def apply_rope_matches_complex():
+def test_apply_rope():
     torch = _torch()
     for seed, shape in [(81, (2, 3, 10, 8)), (82, (1, 4, 7, 16)), (83, (3, 2, 5, 2)), (84, (2, 12, 6))]:
         x = _randn(seed, *shape)
@@ -533,7 +533,7 @@ def apply_rope_matches_complex():
                           "index the last dimension so leading batch dimensions work.")
 
 
-def apply_rope_positions_and_offset():
+def test_apply_rope_positions():
     torch = _torch()
     for seed, (n, d), base, positions in [(91, (6, 8), 10000.0, [3, 17, 0, 42, 5, 9]),
                                           (92, (5, 4), 100.0, [100, 101, 102, 103, 104]),
@@ -577,7 +577,7 @@ def _check_online(seed, q, k, v, block, case, hint):
     expect_close("online_softmax_attention", got, _sdpa(q, k, v), atol=1e-9, rtol=1e-9, case=case, hint=hint)
 
 
-def online_softmax_matches_exact():
+def test_online_softmax_attention():
     for seed, (b, h, n_q, n_k, d, d_v), block in _online_cases_main():
         q, k, v = _randn(seed, b, h, n_q, d), _randn(seed + 1, b, h, n_k, d), _randn(seed + 2, b, h, n_k, d_v)
         case = f"q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}, block_size={block}"
@@ -586,7 +586,7 @@ def online_softmax_matches_exact():
                       "exp(m_old - m_new).")
 
 
-def online_softmax_any_block_size():
+def test_online_softmax_attention_blocks():
     n_q, n_k, d, d_v = 7, 13, 4, 3
     q, k, v = _randn(111, n_q, d), _randn(112, n_k, d), _randn(113, n_k, d_v)
     for block in [2, 3, 4, 5, 6, 8, 12, 14, 100]:
@@ -596,7 +596,7 @@ def online_softmax_any_block_size():
                       "slice k[start:start + B].")
 
 
-def online_softmax_stable():
+def test_online_softmax_attention_stability():
     for seed, (n_q, n_k, d), block, scale in [(121, (5, 12, 4), 3, 30.0), (122, (3, 8, 2), 2, 50.0), (123, (4, 6, 3), 1, 40.0)]:
         q, k, v = _randn(seed, n_q, d, scale=scale), _randn(seed + 1, n_k, d, scale=scale), _randn(seed + 2, n_k, 3)
         case = f"q {tuple(q.shape)}, k {tuple(k.shape)} with scores in the thousands, block_size={block}"
@@ -650,7 +650,7 @@ largest, largest_shape = _mode.numel, _mode.shape
 """
 
 
-def online_softmax_never_full_matrix():
+def test_online_softmax_attention_memory():
     """No full n_q x n_k score matrix at any time, in any library: the largest torch tensor made, the peak of
     Python's and NumPy's allocations (tracemalloc), and the growth of the whole process's peak resident memory
     (everything else, torch included) all stay under half of what the full matrix would take."""
