@@ -57,3 +57,22 @@ def test_every_public_check_is_a_test_cell_and_every_test_cell_has_one():
             node = public[name]
             assert isinstance(node, ast.FunctionDef) and not (node.args.args or node.args.posonlyargs), (
                 f"ch{chapter.name}.{name}: a check is a function without arguments")
+
+
+def test_sources_read_cells_from_the_source_notebook():
+    """A substitute is the notebook's own cell text, with the setup cell's imports it needs, and runs on its own."""
+    import numpy as np
+
+    from autograder.checks import sources
+
+    text = sources.solution("04", "softmax", "attention_scores", "scaled_dot_product_attention")
+    assert text.startswith("import numpy as np\n") and "import matplotlib" not in text
+    sdpa = sources.load(text)["scaled_dot_product_attention"]
+    Q, K, V = (np.random.default_rng(0).normal(size=(2, 3, 4)) for _ in range(3))
+    out, weights = sdpa(Q, K, V, mask=np.tril(np.ones((3, 3), dtype=bool)))
+    assert np.allclose(weights.sum(-1), 1) and weights[0, 0, 1] == 0 and out.shape == (2, 3, 4)
+    assert "def apply_rope" in sources.definition("09", "setup", "apply_rope")
+    for wrong in (lambda: sources.solution("04", "test_softmax"), lambda: sources.provided("04", "softmax"),
+                  lambda: sources.definition("09", "setup", "no_such_function")):
+        with pytest.raises(KeyError):
+            wrong()

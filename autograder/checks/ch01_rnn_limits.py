@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .sources import solution
 from . import env, expect, expect_close, expect_shape, expect_type, rng
 
 FORBID = ["torch*", "functorch*", "jax*", "autograd*", "scipy*", "tensorflow*"]
@@ -27,23 +28,7 @@ HINT_NUMPY = "Use NumPy only."
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# NumPy references, used as substitutes for earlier exercises (they travel as source text: imports inside).
-# ---------------------------------------------------------------------------------------------------------------
-def _reference_rnn_step(x_t, h_prev, W_xh, W_hh, b_h):
-    import numpy as np
-
-    return np.tanh(x_t @ W_xh + h_prev @ W_hh + b_h)
-
-
-def _reference_jacobian_first_to_last(H, W_xh, W_hh):
-    J = (1.0 - H[..., 0, :] ** 2)[..., :, None] * W_xh.T
-    for t in range(1, H.shape[-2]):
-        J = (1.0 - H[..., t, :] ** 2)[..., :, None] * (W_hh.T @ J)
-    return J
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# torch references (independent of the learner's code and of the NumPy references above)
+# torch references (independent of the learner's code and of the notebook's)
 # ---------------------------------------------------------------------------------------------------------------
 def _torch():
     import torch
@@ -172,7 +157,8 @@ def test_rnn_step_shapes():
 # ---------------------------------------------------------------------------------------------------------------
 # Exercise 2: rnn_forward
 # ---------------------------------------------------------------------------------------------------------------
-SUB_STEP = {"rnn_step": _reference_rnn_step}
+# Earlier exercises are swapped for the notebook's own solutions, so that one mistake costs one exercise.
+SUB_STEP = {"rnn_step": solution("01", "rnn_step")}
 
 
 def test_rnn_forward():
@@ -237,7 +223,7 @@ def test_jacobian_first_to_last_batch():
 # ---------------------------------------------------------------------------------------------------------------
 # Exercise 4: influence_curve
 # ---------------------------------------------------------------------------------------------------------------
-SUB_JACOBIAN = {"jacobian_first_to_last": _reference_jacobian_first_to_last}
+SUB_JACOBIAN = {"jacobian_first_to_last": solution("01", "jacobian_first_to_last")}
 
 
 def test_influence_curve():

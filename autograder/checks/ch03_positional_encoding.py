@@ -21,6 +21,7 @@ import math
 
 import numpy as np
 
+from .sources import solution
 from . import CheckFailed, env, expect, expect_close, expect_shape, rng
 
 # Calling a library's version of the thing being built earns nothing.
@@ -32,23 +33,12 @@ FORBID_EMBEDDING = [
 ]
 
 # Substituted for the learner's positional_encoding when a later exercise is tested, so one mistake costs one exercise.
-REFERENCE_PE = '''
-def positional_encoding(n, d, base=10000):
-    import numpy as np
-    if d % 2:
-        raise ValueError(f"d must be even, got {d}")
-    pos = np.arange(n, dtype=np.float64)[:, None]
-    freq = float(base) ** (-np.arange(0, d, 2, dtype=np.float64) / d)
-    pe = np.zeros((n, d))
-    pe[:, 0::2] = np.sin(pos * freq)
-    pe[:, 1::2] = np.cos(pos * freq)
-    return pe
-'''
+REFERENCE_PE = solution("03", "positional_encoding")
 SUBSTITUTE = {"positional_encoding": REFERENCE_PE}
 
 
 def _reference_pe(n: int, d: int, base: float = 10000) -> np.ndarray:
-    """PyTorch's construction (float64), independent of the learner's and of the substitute above."""
+    """PyTorch's construction (float64), independent of the learner's and of the notebook's (the substitute above)."""
     import torch
 
     position = torch.arange(n, dtype=torch.float64).unsqueeze(1)

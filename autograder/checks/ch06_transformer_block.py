@@ -24,7 +24,7 @@ Tolerances: float32 modules against float64 references, `atol=1e-5, rtol=1e-4` f
 identity to `1e-6`; the causality check wants logits at positions `<= t` unchanged to `1e-5`.
 
 Where a module is built from an earlier exercise's module (a block from LayerNorm and FeedForward, the model from
-blocks), the check substitutes the references below, so one wrong answer costs only its own exercise's points.
+blocks), the check substitutes the notebook's own solutions (`sources`), so one wrong answer costs only its own exercise's points.
 """
 from __future__ import annotations
 
@@ -32,6 +32,7 @@ import math
 
 import numpy as np
 
+from .sources import provided, solution
 from . import CheckFailed, env, expect, expect_close, expect_shape
 
 # Calling a library's version of the thing being built earns nothing.
@@ -45,86 +46,12 @@ FORBID_TRANSFORMER = [
     "torch.nn.modules.activation.MultiheadAttention*", "torch._ops.*",
 ]
 
-# ---------------------------------------------------------------- references that travel into the learner's kernel
-# (source text: each defines the name it stands in for and imports what it uses)
+# ---------------------------------------------------------------- substitutes that travel into the learner's kernel
+# (source text read from the notebook: its provided attention cell and its solutions of the earlier exercises)
 
-PROVIDED_ATTENTION = '''
-import math
-import torch
-from torch import nn
-
-
-class MultiHeadAttention(nn.Module):
-    """Multi-head self-attention (provided: chapter 5 builds it).
-
-    forward(x, mask=None): x (batch, n, d_model); mask boolean (n, n), True = may attend; returns (batch, n, d_model).
-    After each call, `last_weights` holds the attention weights (batch, n_heads, n, n), detached, for plots."""
-
-    def __init__(self, d_model, n_heads):
-        super().__init__()
-        assert d_model % n_heads == 0, "d_model must be divisible by n_heads"
-        self.n_heads, self.d_head = n_heads, d_model // n_heads
-        self.W_q = nn.Linear(d_model, d_model)
-        self.W_k = nn.Linear(d_model, d_model)
-        self.W_v = nn.Linear(d_model, d_model)
-        self.W_o = nn.Linear(d_model, d_model)
-        self.last_weights = None
-
-    def forward(self, x, mask=None):
-        b, n, d = x.shape
-
-        def heads(t):  # (batch, n, d_model) -> (batch, n_heads, n, d_head)
-            return t.view(b, n, self.n_heads, self.d_head).transpose(1, 2)
-
-        q, k, v = heads(self.W_q(x)), heads(self.W_k(x)), heads(self.W_v(x))
-        scores = q @ k.transpose(-2, -1) / math.sqrt(self.d_head)
-        if mask is not None:
-            scores = scores.masked_fill(~mask, float("-inf"))
-        weights = torch.softmax(scores, dim=-1)
-        self.last_weights = weights.detach()
-        out = (weights @ v).transpose(1, 2).reshape(b, n, d)
-        return self.W_o(out)
-'''
-
-REF_LAYERNORM = '''
-import torch
-from torch import nn
-
-
-class LayerNorm(nn.Module):
-    def __init__(self, d, eps=1e-5):
-        super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(d))
-        self.bias = nn.Parameter(torch.zeros(d))
-
-    def forward(self, x):
-        mu = x.mean(-1, keepdim=True)
-        var = ((x - mu) ** 2).mean(-1, keepdim=True)
-        return (x - mu) / torch.sqrt(var + self.eps) * self.weight + self.bias
-'''
-
-REF_FEEDFORWARD = '''
-import math
-import torch
-from torch import nn
-
-
-class FeedForward(nn.Module):
-    def __init__(self, d_model, d_ff, activation="relu"):
-        super().__init__()
-        self.activation = activation
-        self.fc1 = nn.Linear(d_model, d_ff)
-        self.fc2 = nn.Linear(d_ff, d_model)
-
-    def forward(self, x):
-        h = self.fc1(x)
-        if self.activation == "relu":
-            h = torch.clamp(h, min=0)
-        else:
-            h = 0.5 * h * (1 + torch.erf(h / math.sqrt(2.0)))
-        return self.fc2(h)
-'''
+PROVIDED_ATTENTION = provided("06", "provided_attention")
+REF_LAYERNORM = solution("06", "LayerNorm")
+REF_FEEDFORWARD = solution("06", "FeedForward")
 
 # A reference block; `_ALWAYS_CAUSAL` decides whether it uses the mask it is given or always the causal one.
 _REF_BLOCK_TEMPLATE = PROVIDED_ATTENTION + REF_LAYERNORM + REF_FEEDFORWARD + '''

@@ -7,11 +7,14 @@ the closed-form schedule, exact softmax probabilities for sampling. Nothing here
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+# The course's own training code is the reference where a check asks for the same thing (the schedule, the prompt
+# template); the loss and the samplers keep references of their own (torch's cross-entropy, transformers' top-p).
+from gpt.sample import chat_prompt
+from gpt.train import lr_at
 
 from . import CheckFailed, env, expect, expect_close, expect_equal, expect_shape, expect_type, rng
 
@@ -21,9 +24,6 @@ FORBID_LOSS = [
     "torch._C._nn.nll_loss*", "torch.nn.modules.loss.*",
 ]
 FORBID_LR = ["torch.optim.lr_scheduler.*"]
-
-SYSTEM_KO = "아래는 사용자와 유능하고 매우 지능적인 AI 조수의 대화이다."
-
 
 def _tensor(seed, shape, scale=1.0):
     return torch.from_numpy(rng(seed).normal(size=shape) * scale).float()
@@ -161,15 +161,6 @@ grad = logits.grad
 
 
 # ----------------------------------------------------------------------------------------------------------- lr_at
-def _reference_lr(it, max_lr, warmup, max_iters, min_lr):
-    if it < warmup:
-        return max_lr * (it + 1) / warmup
-    if it >= max_iters:
-        return min_lr
-    progress = (it - warmup) / (max_iters - warmup)
-    return min_lr + 0.5 * (1 + math.cos(math.pi * progress)) * (max_lr - min_lr)
-
-
 def _lr(it, max_lr, warmup, max_iters, min_lr):
     case = f"it={it}, max_lr={max_lr:g}, warmup={warmup}, max_iters={max_iters}, min_lr={min_lr:g}"
     got = env().call("lr_at", it, max_lr, warmup, max_iters, min_lr, case=case, forbid=FORBID_LR)
@@ -185,7 +176,7 @@ def test_lr_at_warmup():
     for max_lr, warmup, max_iters, min_lr in [(1e-3, 100, 2000, 1e-4), (6e-4, 10, 50, 0.0), (3e-3, 7, 100, 3e-4)]:
         for it in sorted({0, 1, warmup // 2, warmup - 1}):
             got, case = _lr(it, max_lr, warmup, max_iters, min_lr)
-            want = _reference_lr(it, max_lr, warmup, max_iters, min_lr)
+            want = lr_at(it, max_lr, warmup, max_iters, min_lr)
             expect(abs(got - want) <= 1e-9 + 1e-6 * want,
                    f"lr_at: expected {want:.6g} during warm-up for {case}; got {got:.6g}. "
                    "Warm-up is max_lr · (it + 1) / warmup, so the first step already moves.")
@@ -198,7 +189,7 @@ def test_lr_at_cosine():
         for it in [warmup, warmup + span // 4, warmup + span // 2, warmup + 3 * span // 4, max_iters - 1,
                    max_iters, max_iters + 17]:
             got, case = _lr(it, max_lr, warmup, max_iters, min_lr)
-            want = _reference_lr(it, max_lr, warmup, max_iters, min_lr)
+            want = lr_at(it, max_lr, warmup, max_iters, min_lr)
             expect(abs(got - want) <= 1e-9 + 1e-6 * want,
                    f"lr_at: expected {want:.6g} for {case}; got {got:.6g}. After warm-up, "
                    "lr = min_lr + ½(1 + cos(π·progress))·(max_lr − min_lr), progress = (it − warmup)/(max_iters − warmup); "
@@ -432,12 +423,6 @@ def test_top_p_probs_renormalised():
 
 
 # ----------------------------------------------------------------------------------------------------- chat_prompt
-def _reference_prompt(messages, system=SYSTEM_KO, user="사용자", assistant="AI"):
-    names = {"user": user, "assistant": assistant}
-    return system.strip() + "\n\n" + "".join(f"{names[m['role']]}:\n{m['content'].strip()}\n\n"
-                                              for m in messages) + f"{assistant}:\n"
-
-
 def _expect_prompt(got, want, case, hint):
     expect_type("chat_prompt", got, str, case)
     if got != want:
@@ -458,7 +443,7 @@ def test_chat_prompt_format():
     for i, messages in enumerate(conversations):
         case = f"conversation {i + 1} ({len(messages)} messages, default names)"
         got = env().call("chat_prompt", messages, case=case)
-        _expect_prompt(got, _reference_prompt(messages), case,
+        _expect_prompt(got, chat_prompt(messages), case,
                        "System line, blank line, then 'NAME:' / content / blank line per turn, ending with 'AI:\\n'.")
 
 
@@ -471,7 +456,7 @@ def test_chat_prompt_names():
               "assistant": "COUNSELLOR"}
     case = "3 messages, user='USER', assistant='COUNSELLOR', an English system line"
     got = env().call("chat_prompt", messages, case=case, **kwargs)
-    _expect_prompt(got, _reference_prompt(messages, **kwargs), case, "Use the system, user and assistant arguments.")
+    _expect_prompt(got, chat_prompt(messages, **kwargs), case, "Use the system, user and assistant arguments.")
     code = """
 try:
     chat_prompt(messages)

@@ -11,6 +11,7 @@ import math
 
 import numpy as np
 
+from .sources import load, provided, solution
 from . import CheckFailed, env, expect, expect_close, expect_equal, rng
 
 # Calling the library's attention earns nothing in an exercise that asks you to build attention.
@@ -22,126 +23,18 @@ FORBID_ATTENTION = [
     "torch.nn.modules.activation.MultiheadAttention*",
 ]
 
-# The reference GPT. The notebook's locked cell `model` holds exactly this text; the generation checks define the
-# model from this copy, never from the learner's kernel. In cache mode its attention calls `attend_with_cache`,
-# which the checks replace with the reference below so that generate_greedy is graded on its own.
-MODEL_SOURCE = '''\
-import math
-
-import torch
-import torch.nn as nn
+# The reference GPT: the notebook's locked cell `reference_gpt`, read from it. The generation checks define the model
+# from this text, never from the learner's kernel. In cache mode its attention calls `attend_with_cache`, which the
+# checks replace with the reference below so that generate_greedy is graded on its own.
+MODEL_SOURCE = provided("08", "reference_gpt")
 
 
-def causal_attention(q, k, v):
-    """Plain causal attention, no cache: q, k, v (batch, heads, n, d_head) -> (batch, heads, n, d_head)."""
-    n = q.shape[-2]
-    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
-    allowed = torch.ones(n, n, dtype=torch.bool, device=q.device).tril()
-    scores = scores.masked_fill(~allowed, float("-inf"))
-    return torch.softmax(scores, dim=-1) @ v
+# ---------------------------------------------------------------- the notebook's own cache (substituted, and run here)
 
-
-class CausalSelfAttention(nn.Module):
-    """Causal multi-head self-attention. With a cache, it calls your attend_with_cache."""
-
-    def __init__(self, d_model, n_heads):
-        super().__init__()
-        self.n_heads, self.d_head = n_heads, d_model // n_heads
-        self.W_qkv = nn.Linear(d_model, 3 * d_model)
-        self.W_o = nn.Linear(d_model, d_model)
-
-    def forward(self, x, cache=None):
-        b, t, d = x.shape
-        q, k, v = self.W_qkv(x).split(d, dim=-1)
-        q, k, v = (z.view(b, t, self.n_heads, self.d_head).transpose(1, 2) for z in (q, k, v))
-        out = causal_attention(q, k, v) if cache is None else attend_with_cache(q, k, v, cache)
-        return self.W_o(out.transpose(1, 2).reshape(b, t, d))
-
-
-class Block(nn.Module):
-    """Pre-norm transformer block: x + attn(LN(x)), then x + FFN(LN(x))."""
-
-    def __init__(self, d_model, n_heads):
-        super().__init__()
-        self.ln1, self.attn = nn.LayerNorm(d_model), CausalSelfAttention(d_model, n_heads)
-        self.ln2 = nn.LayerNorm(d_model)
-        self.ffn = nn.Sequential(nn.Linear(d_model, 4 * d_model), nn.GELU(), nn.Linear(4 * d_model, d_model))
-
-    def forward(self, x, cache=None):
-        x = x + self.attn(self.ln1(x), cache)
-        return x + self.ffn(self.ln2(x))
-
-
-class GPT(nn.Module):
-    """Chapter 7's GPT: token + learned position embeddings, pre-norm blocks, final LayerNorm, unembedding."""
-
-    def __init__(self, vocab_size=96, d_model=64, n_heads=4, n_layers=2, max_len=512):
-        super().__init__()
-        self.max_len = max_len
-        self.tok_emb = nn.Embedding(vocab_size, d_model)
-        self.pos_emb = nn.Embedding(max_len, d_model)
-        self.blocks = nn.ModuleList(Block(d_model, n_heads) for _ in range(n_layers))
-        self.ln_f = nn.LayerNorm(d_model)
-        self.unembed = nn.Linear(d_model, vocab_size, bias=False)
-
-    def forward(self, idx, caches=None, start_pos=0):
-        """idx (batch, t): the tokens at positions start_pos .. start_pos + t - 1 -> logits (batch, t, vocab_size).
-
-        caches: None (attend over idx alone, causally) or a list with one KVCache per block; each block then
-        appends its new keys and values to its own cache and attends over everything cached so far."""
-        t = idx.shape[1]
-        if start_pos + t > self.max_len:
-            raise ValueError(f"positions up to {start_pos + t - 1} do not fit max_len={self.max_len}")
-        if caches is not None and len(caches) != len(self.blocks):
-            raise ValueError(f"need one cache per block: {len(self.blocks)} caches, got {len(caches)}")
-        positions = torch.arange(start_pos, start_pos + t, device=idx.device)
-        x = self.tok_emb(idx) + self.pos_emb(positions)
-        for i, block in enumerate(self.blocks):
-            x = block(x, None if caches is None else caches[i])
-        return self.unembed(self.ln_f(x))
-'''
-
-
-# ---------------------------------------------------------------- references (travel as source when substituted)
-
-class _RefKVCache:
-    """Reference KV cache: tensors (batch, heads, length, d_head), concatenated along the length axis (dim 2)."""
-
-    def __init__(self):
-        self.k = None
-        self.v = None
-
-    @property
-    def length(self):
-        return 0 if self.k is None else self.k.shape[2]
-
-    def append(self, k_new, v_new):
-        import torch
-
-        if self.k is None:
-            self.k, self.v = k_new, v_new
-        else:
-            self.k, self.v = torch.cat([self.k, k_new], dim=2), torch.cat([self.v, v_new], dim=2)
-        return self.k, self.v
-
-    def get(self):
-        return self.k, self.v
-
-
-def _ref_attend_with_cache(q, k_new, v_new, cache):
-    import math
-
-    import torch
-
-    k, v = cache.append(k_new, v_new)
-    t_new, total = q.shape[-2], k.shape[-2]
-    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
-    allowed = torch.ones(t_new, total, dtype=torch.bool, device=q.device).tril(diagonal=total - t_new)
-    scores = scores.masked_fill(~allowed, float("-inf"))
-    return torch.softmax(scores, dim=-1) @ v
-
-
-SUBSTITUTE_CACHE = {"KVCache": _RefKVCache, "attend_with_cache": _ref_attend_with_cache}
+_CACHE_SOURCE = solution("08", "KVCache", "attend_with_cache")
+SUBSTITUTE_CACHE = {"KVCache": _CACHE_SOURCE, "attend_with_cache": _CACHE_SOURCE}
+_CACHE = load(_CACHE_SOURCE)
+_RefKVCache, _ref_attend_with_cache = _CACHE["KVCache"], _CACHE["attend_with_cache"]
 
 
 def _torch():
@@ -269,7 +162,7 @@ def test_attend_with_cache():
             """,
             inputs={"q": q, "k": k, "v": v, "past": past, "steps": steps},
             outputs=["outs", "final_length"],
-            case=case, forbid=FORBID_ATTENTION, substitute={"KVCache": _RefKVCache},
+            case=case, forbid=FORBID_ATTENTION, substitute={"KVCache": _CACHE_SOURCE},
         )
         for step, out in enumerate(got["outs"]):
             i = past + step
@@ -299,7 +192,7 @@ def test_attend_with_cache_prefill():
             """,
             inputs={"q": q, "k": k, "v": v, "chunks": list(chunks)},
             outputs=["outs"],
-            case=case, forbid=FORBID_ATTENTION, substitute={"KVCache": _RefKVCache},
+            case=case, forbid=FORBID_ATTENTION, substitute={"KVCache": _CACHE_SOURCE},
         )
         start = 0
         for j, (size, out) in enumerate(zip(chunks, got["outs"])):

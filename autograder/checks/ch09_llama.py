@@ -12,6 +12,7 @@ even for a float64 model, so whole-model and whole-block logits are compared at 
 """
 from __future__ import annotations
 
+from .sources import definition, solution
 from . import CheckFailed, env, expect, expect_close
 
 FORBID_LIBRARY = ["transformers.*"]
@@ -24,101 +25,10 @@ FORBID_ATTENTION = FORBID_LIBRARY + [
     "torch.nn.modules.activation.MultiheadAttention*",
 ]
 
-# Reference versions of the chapter's modules, with the attribute names the notebook documents. They stand in for an
-# earlier exercise (`substitute=`) so that each test charges only its own exercise; each name is executed from this
-# text in a scope of its own, so the text imports what it uses.
-REFERENCE_SOURCE = '''\
-import math
-
-import torch
-import torch.nn as nn
-
-
-def apply_rope(x, positions, base=10000.0):
-    d = x.shape[-1]
-    theta = base ** (-torch.arange(0, d, 2, dtype=x.dtype, device=x.device) / d)
-    angles = positions.to(x.dtype)[:, None] * theta[None, :]
-    cos, sin = torch.cos(angles), torch.sin(angles)
-    even, odd = x[..., 0::2], x[..., 1::2]
-    return torch.stack([even * cos - odd * sin, even * sin + odd * cos], dim=-1).flatten(-2)
-
-
-class RMSNorm(nn.Module):
-    def __init__(self, d_model, eps=1e-6):
-        super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(d_model))
-
-    def forward(self, x):
-        return self.weight * x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
-
-
-class SwiGLU(nn.Module):
-    def __init__(self, d_model, d_ff):
-        super().__init__()
-        self.W_gate = nn.Linear(d_model, d_ff, bias=False)
-        self.W_up = nn.Linear(d_model, d_ff, bias=False)
-        self.W_down = nn.Linear(d_ff, d_model, bias=False)
-
-    def forward(self, x):
-        gate = self.W_gate(x)
-        return self.W_down(gate * torch.sigmoid(gate) * self.W_up(x))
-
-
-class GroupedQueryAttention(nn.Module):
-    def __init__(self, d_model, n_heads, n_kv_heads, rope_base=10000.0):
-        super().__init__()
-        self.n_heads, self.n_kv_heads, self.d_head = n_heads, n_kv_heads, d_model // n_heads
-        self.rope_base = rope_base
-        self.W_q = nn.Linear(d_model, n_heads * self.d_head, bias=False)
-        self.W_k = nn.Linear(d_model, n_kv_heads * self.d_head, bias=False)
-        self.W_v = nn.Linear(d_model, n_kv_heads * self.d_head, bias=False)
-        self.W_o = nn.Linear(n_heads * self.d_head, d_model, bias=False)
-
-    def forward(self, x, positions=None):
-        b, n, _ = x.shape
-        if positions is None:
-            positions = torch.arange(n, device=x.device)
-        q = self.W_q(x).view(b, n, self.n_heads, self.d_head).transpose(1, 2)
-        k = self.W_k(x).view(b, n, self.n_kv_heads, self.d_head).transpose(1, 2)
-        v = self.W_v(x).view(b, n, self.n_kv_heads, self.d_head).transpose(1, 2)
-        q, k = apply_rope(q, positions, self.rope_base), apply_rope(k, positions, self.rope_base)
-        g = self.n_heads // self.n_kv_heads
-        k, v = k.repeat_interleave(g, dim=1), v.repeat_interleave(g, dim=1)
-        scores = q @ k.transpose(-2, -1) / math.sqrt(self.d_head)
-        allowed = torch.ones(n, n, dtype=torch.bool, device=x.device).tril()
-        weights = torch.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1)
-        return self.W_o((weights @ v).transpose(1, 2).reshape(b, n, -1))
-
-
-class LlamaBlock(nn.Module):
-    def __init__(self, d_model, n_heads, n_kv_heads, d_ff, eps=1e-6, rope_base=10000.0):
-        super().__init__()
-        self.attn_norm = RMSNorm(d_model, eps)
-        self.attn = GroupedQueryAttention(d_model, n_heads, n_kv_heads, rope_base)
-        self.ffn_norm = RMSNorm(d_model, eps)
-        self.ffn = SwiGLU(d_model, d_ff)
-
-    def forward(self, x, positions=None):
-        x = x + self.attn(self.attn_norm(x), positions)
-        return x + self.ffn(self.ffn_norm(x))
-
-
-class Llama(nn.Module):
-    def __init__(self, vocab_size, d_model, n_layers, n_heads, n_kv_heads, d_ff, eps=1e-6, rope_base=10000.0):
-        super().__init__()
-        self.embed = nn.Embedding(vocab_size, d_model)
-        self.blocks = nn.ModuleList(LlamaBlock(d_model, n_heads, n_kv_heads, d_ff, eps, rope_base)
-                                    for _ in range(n_layers))
-        self.norm = RMSNorm(d_model, eps)
-        self.lm_head = nn.Linear(d_model, vocab_size, bias=False)
-
-    def forward(self, idx):
-        x = self.embed(idx)
-        for block in self.blocks:
-            x = block(x)
-        return self.lm_head(self.norm(x))
-'''
+# The notebook's own apply_rope (its setup cell) and solutions stand in for an earlier exercise (`substitute=`), so that
+# each test charges only its own exercise; each name is executed from this text in a scope of its own.
+REFERENCE_SOURCE = (definition("09", "setup", "apply_rope")
+                    + solution("09", "RMSNorm", "SwiGLU", "GroupedQueryAttention", "LlamaBlock", "Llama"))
 
 
 def _substitutes(*names):
