@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..env import current as env
-from ..feedback import CheckFailed, brief, describe_shape
+from ..env import env
+from ..messages import CheckFailed, brief, describe_shape
 
 __all__ = ["env", "CheckFailed", "rng", "expect", "expect_close", "expect_equal", "expect_shape", "expect_type"]
 

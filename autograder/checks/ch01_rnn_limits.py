@@ -24,7 +24,6 @@ from . import env, expect, expect_close, expect_shape, expect_type, rng
 
 FORBID = ["torch*", "functorch*", "jax*", "autograd*", "scipy*", "tensorflow*"]
 ATOL, RTOL = 1e-10, 1e-8
-HINT_NUMPY = "Use NumPy only."
 
 
 # ---------------------------------------------------------------------------------------------------------------

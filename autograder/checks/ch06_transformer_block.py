@@ -215,11 +215,6 @@ def _close(got, want, atol, rtol):
     return bool(torch.allclose(got.double(), want.double(), atol=atol, rtol=rtol))
 
 
-def _err_of(result, exercise, case):
-    if isinstance(result, dict) and result.get("error"):
-        raise CheckFailed(f"{exercise}: raised {result['error']} for {case}.")
-
-
 # ---------------------------------------------------------------- LayerNorm
 
 _LN_FORWARD = """
