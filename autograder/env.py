@@ -28,7 +28,7 @@ import zlib
 from pathlib import Path
 
 from . import kernel_shim, static, tripwires
-from .feedback import CheckFailed, describe_shape
+from .messages import CheckFailed
 
 SHIM_SOURCE = Path(kernel_shim.__file__).read_text()
 MAX_ANSWER_BYTES = 64 * 2**20
@@ -218,24 +218,24 @@ class KernelEnv(Env):
         return None
 
 
-_current: Env | None = None
+_env: Env | None = None
 
 
 @contextlib.contextmanager
-def use(env: Env):
-    """Make `env` the one checks get from `current()` (the grader sets this around a hidden-test section)."""
-    global _current
-    previous, _current = _current, env
+def use(learner: Env):
+    """Make `learner` the Env that checks get from `env()` (the grader sets this around a hidden-test section)."""
+    global _env
+    previous, _env = _env, learner
     try:
-        yield env
+        yield learner
     finally:
-        _current = previous
+        _env = previous
 
 
-def current() -> Env:
-    """The environment the running check should use: the grader's, or else this process's notebook namespace."""
-    if _current is not None:
-        return _current
+def env() -> Env:
+    """The learner's environment for the running check: the grader's, or else this process's notebook namespace."""
+    if _env is not None:
+        return _env
     ipython = sys.modules.get("IPython")
     shell = ipython.get_ipython() if ipython is not None else None
     namespace = shell.user_ns if shell is not None else sys.modules["__main__"].__dict__

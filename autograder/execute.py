@@ -33,7 +33,7 @@ from traitlets import Bool, Callable, Dict, Integer, List, Unicode
 
 from . import env as envs
 from . import kernel_shim, sandbox, static, tripwires
-from .feedback import CheckFailed
+from .messages import CheckFailed
 
 HIDDEN_BEGIN, HIDDEN_END = "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"
 PASS_MARK = "passed"

@@ -63,9 +63,11 @@ exec "$PYTHON" -m autograder.gradescope --chapter {chapter}
 
 
 def archive_files(chapter: Chapter) -> dict[str, Path]:
-    """Name in the archive -> file in this checkout: the grader and this chapter's notebooks."""
+    """Name in the archive -> file in this checkout: the grader, the `gpt` package and this chapter's notebooks."""
     files = {f"autograder/{p.relative_to(REPO / 'autograder').as_posix()}": p
              for p in sorted((REPO / "autograder").rglob("*.py")) if "__pycache__" not in p.parts}
+    # chapter 7's checks take the learning-rate schedule and the prompt template from the course's `gpt` package
+    files.update({f"gpt/{p.name}": p for p in sorted((REPO / "gpt").glob("*.py"))})
     files[f"solutions/{chapter.name}.ipynb"] = chapter.source
     if chapter.release.exists():
         files[f"notebooks/{chapter.name}.ipynb"] = chapter.release

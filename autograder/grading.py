@@ -1,11 +1,11 @@
-"""Grade learner notebooks with nbgrader: one (`grade_one`), or a whole class in parallel (`grade_class`).
+"""Grade one learner notebook with nbgrader (`grade_one`; a whole class is `autograder.classroom.grade_class`).
 
-Each submission is graded in a course folder of its own (a copy of one prepared by `generate_assignment`, holding the
-gradebook with the hidden tests), so students run in parallel without sharing a database, and a submission that breaks
-everything breaks only its own folder. The prepared folder is generated once per source notebook and nbgrader version
-and kept in `.grading/templates/` (`course_template`): a learner's check copies it instead of generating it again.
-nbgrader's Autograde converter does the grading, with `SandboxedExecute` in place of its Execute; nbgrader's
-GenerateFeedback writes the HTML feedback.
+Each submission is graded in a course folder of its own (`prepare`: a copy of the chapter's template, nbgrader's
+GenerateAssignment output with the gradebook holding the hidden tests), so students run in parallel without sharing a
+database, and a submission that breaks everything breaks only its own folder. The template is generated once per
+source notebook and nbgrader version and kept in `.grading/templates/` (`course_template`). nbgrader's Autograde
+converter does the grading, with `SandboxedExecute` in place of its Execute; `write_feedback` renders nbgrader's
+feedback template with one exporter kept per process.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import nbformat
@@ -95,10 +95,6 @@ def _clip_message(text: str, limit: int = 1000) -> str:
 def _nbgrader_meta(cell) -> dict:
     meta = cell.get("metadata", {}).get("nbgrader") if isinstance(cell.get("metadata"), dict) else None
     return meta if isinstance(meta, dict) and isinstance(meta.get("grade_id"), str) else {}
-
-
-def _grade_ids(nb) -> list[str]:
-    return [_nbgrader_meta(c)["grade_id"] for c in nb.cells if _nbgrader_meta(c)]
 
 
 def _exercise_ids(nb) -> set[str]:

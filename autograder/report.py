@@ -1,4 +1,5 @@
-"""What a learner or an instructor reads: the per-test table in the terminal, and grades.csv rows."""
+"""What `python -m autograder check` prints on a terminal: a line naming the cell being graded, the sandbox line, and
+the per-test table."""
 from __future__ import annotations
 
 import shutil

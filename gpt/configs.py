@@ -1,7 +1,7 @@
 """Named training configurations: `python -m gpt.train --config cpu-fast|cpu|gpu|tiny`."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 
 @dataclass
@@ -35,7 +35,6 @@ class TrainConfig:
     bf16: bool | None = None
     flash: bool = True
     threads: int | None = None   # CPU threads per process; None = the cores this process may use / processes
-    extra: dict = field(default_factory=dict)
 
 
 CONFIGS = {

@@ -31,9 +31,6 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from .configs import TrainConfig, get_config
-from tqdm.auto import tqdm
-
 from .configs import DEFAULT_CONFIG, CONFIGS, TrainConfig, get_config
 from .data import ROOT, get_batch, load_splits
 from .model import GPT, GPTConfig

@@ -200,7 +200,7 @@ def test_feedback_has_no_hidden_tests_and_no_learner_script(graded):
     page = (out / "ann" / "feedback.html").read_text()
     clean = (out / "müller" / "feedback.html").read_text()
     assert "test_softmax" in page and "### BEGIN HIDDEN TESTS" not in page
-    assert "autograder.checks" not in page and "softmax_matches_reference" not in page
+    assert "autograder.checks" not in page and "checks.test_softmax" not in page
     hostile, plain = Elements(page), Elements(clean)
     assert sorted(hostile.scripts) == sorted(plain.scripts), "only the template's own scripts"
     for tag, attrs in hostile.elements:

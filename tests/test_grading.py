@@ -27,7 +27,7 @@ OUTSIDE = "/tmp/autograder-test-escape"
 # torch's softmax under a name no static scan can fold: only the kernel's tripwires can see these calls
 DYNAMIC_SOFTMAX = ("import torch\n"
                    "def _shortcut():\n    return getattr(torch, ''.join(reversed('xamtfos')))\n")
-GRADER_SOFTMAX = "_ref_softmax"  # a correct softmax in autograder.checks.ch04_attention (see the test at the end)
+GRADER_SOFTMAX = "_reference_softmax"  # a correct softmax in autograder.checks.ch04_attention (see the test at the end)
 
 
 def solution_source(grade_id: str) -> str:

@@ -1,10 +1,11 @@
 """The checks that hidden tests call, one module per chapter (`ch04_attention`, ...), and the expectations they use.
 
-A hidden test section in `solutions/NN_name.ipynb` reads, for example::
+A hidden test section in `solutions/NN_name.ipynb` calls the check named after its test cell's grade_id, and only
+that (`tests/test_check_names.py`); for the test cell `test_softmax`::
 
     ### BEGIN HIDDEN TESTS
     from autograder.checks import ch04_attention as checks
-    checks.softmax_matches_reference()
+    checks.test_softmax()
     ### END HIDDEN TESTS
 
 A check gets the learner's code through `env()` (see `autograder.env`), builds its own inputs with a fixed seed,
@@ -16,8 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..env import current as env
-from ..feedback import CheckFailed, brief, describe_shape
+from ..env import env
+from ..messages import CheckFailed, brief, describe_shape
 
 __all__ = ["env", "CheckFailed", "rng", "expect", "expect_close", "expect_equal", "expect_shape", "expect_type"]
 

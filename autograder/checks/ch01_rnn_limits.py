@@ -19,31 +19,15 @@ from __future__ import annotations
 
 import numpy as np
 
+from .sources import solution
 from . import env, expect, expect_close, expect_shape, expect_type, rng
 
 FORBID = ["torch*", "functorch*", "jax*", "autograd*", "scipy*", "tensorflow*"]
 ATOL, RTOL = 1e-10, 1e-8
-HINT_NUMPY = "Use NumPy only."
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# NumPy references, used as substitutes for earlier exercises (they travel as source text: imports inside).
-# ---------------------------------------------------------------------------------------------------------------
-def reference_rnn_step(x_t, h_prev, W_xh, W_hh, b_h):
-    import numpy as np
-
-    return np.tanh(x_t @ W_xh + h_prev @ W_hh + b_h)
-
-
-def reference_jacobian_first_to_last(H, W_xh, W_hh):
-    J = (1.0 - H[..., 0, :] ** 2)[..., :, None] * W_xh.T
-    for t in range(1, H.shape[-2]):
-        J = (1.0 - H[..., t, :] ** 2)[..., :, None] * (W_hh.T @ J)
-    return J
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# torch references (independent of the learner's code and of the NumPy references above)
+# torch references (independent of the learner's code and of the notebook's)
 # ---------------------------------------------------------------------------------------------------------------
 def _torch():
     import torch
@@ -138,7 +122,7 @@ def _spectral_init(seed, d_in, d_h, rho):
 # ---------------------------------------------------------------------------------------------------------------
 # Exercise 1: rnn_step
 # ---------------------------------------------------------------------------------------------------------------
-def rnn_step_matches_reference():
+def test_rnn_step():
     """A batch of row vectors (batch, d_in) against torch.nn.RNNCell."""
     for seed, batch, d_in, d_h, gain in [(11, 5, 3, 4, 1.0), (12, 1, 7, 6, 2.0), (13, 9, 2, 10, 0.5)]:
         W_xh, W_hh, b_h = _params(seed, d_in, d_h, gain)
@@ -151,7 +135,7 @@ def rnn_step_matches_reference():
                      hint="Check tanh(x_t W_xh + h_prev W_hh + b_h): row vectors multiply on the left, no transposes.")
 
 
-def rnn_step_shapes():
+def test_rnn_step_shapes():
     """A single vector (d_in,) and leading dimensions (2, 3, d_in): shapes, and each row is the single-vector answer."""
     W_xh, W_hh, b_h = _params(21, 4, 6)
     g = rng(22)
@@ -172,10 +156,11 @@ def rnn_step_shapes():
 # ---------------------------------------------------------------------------------------------------------------
 # Exercise 2: rnn_forward
 # ---------------------------------------------------------------------------------------------------------------
-SUB_STEP = {"rnn_step": reference_rnn_step}
+# Earlier exercises are swapped for the notebook's own solutions, so that one mistake costs one exercise.
+SUB_STEP = {"rnn_step": solution("01", "rnn_step")}
 
 
-def rnn_forward_matches_reference():
+def test_rnn_forward():
     """One sequence (n, d_in) against torch.nn.RNN (unbatched input)."""
     for seed, n, d_in, d_h in [(31, 6, 3, 5), (32, 1, 4, 3), (33, 17, 2, 8)]:
         W_xh, W_hh, b_h = _params(seed, d_in, d_h, 1.3)
@@ -188,7 +173,7 @@ def rnn_forward_matches_reference():
                      hint="Row t is h_t, the state after reading x_t (h_init is not part of the output).")
 
 
-def rnn_forward_batch():
+def test_rnn_forward_batch():
     """A batch of sequences (batch, n, d_in) against torch.nn.RNN(batch_first=True)."""
     for seed, batch, n, d_in, d_h in [(41, 3, 5, 4, 6), (42, 7, 2, 3, 3), (43, 1, 9, 2, 4)]:
         W_xh, W_hh, b_h = _params(seed, d_in, d_h, 1.3)
@@ -204,7 +189,7 @@ def rnn_forward_batch():
 # ---------------------------------------------------------------------------------------------------------------
 # Exercise 3: jacobian_first_to_last
 # ---------------------------------------------------------------------------------------------------------------
-def jacobian_first_to_last_matches_autodiff():
+def test_jacobian_first_to_last():
     """One sequence: H from torch.nn.RNN in, d h_{n-1} / d x_0 (d_h, d_in) out, against torch.func.jacfwd."""
     for seed, n, d_in, d_h, gain in [(51, 5, 3, 4, 1.0), (52, 1, 2, 5, 1.0), (53, 12, 4, 6, 2.0), (54, 2, 5, 3, 0.7)]:
         W_xh, W_hh, b_h = _params(seed, d_in, d_h, gain)
@@ -219,7 +204,7 @@ def jacobian_first_to_last_matches_autodiff():
                           "entry [i, j] is d h_{n-1}[i] / d x_0[j].")
 
 
-def jacobian_first_to_last_batch():
+def test_jacobian_first_to_last_batch():
     """A batch of state sequences H (batch, n, d_h) -> (batch, d_h, d_in), one Jacobian per sequence."""
     for seed, batch, n, d_in, d_h in [(61, 3, 4, 2, 5), (62, 2, 7, 3, 3), (63, 4, 1, 4, 2)]:
         W_xh, W_hh, b_h = _params(seed, d_in, d_h, 1.5)
@@ -237,10 +222,10 @@ def jacobian_first_to_last_batch():
 # ---------------------------------------------------------------------------------------------------------------
 # Exercise 4: influence_curve
 # ---------------------------------------------------------------------------------------------------------------
-SUB_JACOBIAN = {"jacobian_first_to_last": reference_jacobian_first_to_last}
+SUB_JACOBIAN = {"jacobian_first_to_last": solution("01", "jacobian_first_to_last")}
 
 
-def influence_curve_matches_autodiff():
+def test_influence_curve():
     """||d h_t / d x_0||_F for t = 0..n-1 against torch.func.jacfwd, for a few gains of W_hh."""
     for seed, n, d_in, d_h, gain in [(71, 8, 3, 5, 1.0), (72, 20, 2, 6, 0.6), (73, 15, 4, 4, 2.5), (74, 1, 3, 2, 1.0)]:
         W_xh, W_hh, b_h = _params(seed, d_in, d_h, gain)
@@ -255,7 +240,7 @@ def influence_curve_matches_autodiff():
                      hint="Entry t is the Frobenius norm of d h_t / d x_0 (entry 0 is diag(1-h_0^2) W_xh^T).")
 
 
-def influence_curve_tiny_values():
+def test_influence_curve_tiny():
     """W_hh = 0.5 * orthogonal over 150 steps: the influence falls to about 1e-45, and every value must survive."""
     for seed, n, d_in, d_h, rho in [(81, 150, 3, 6, 0.5), (82, 120, 2, 4, 0.3)]:
         W_xh, W_hh = _spectral_init(seed, d_in, d_h, rho)
@@ -287,7 +272,7 @@ def _torch_scores(X):
     return (torch.matmul(x, x.transpose(-2, -1)) / np.sqrt(X.shape[-1])).numpy()
 
 
-def pairwise_scores_matches_reference():
+def test_pairwise_scores():
     """One sequence (n, d): the (n, n) matrix X X^T / sqrt(d)."""
     for seed, n, d in [(91, 5, 4), (92, 1, 3), (93, 12, 7)]:
         X = rng(seed).normal(size=(n, d))
@@ -297,7 +282,7 @@ def pairwise_scores_matches_reference():
                      hint="Entry [i, j] is x_i . x_j / sqrt(d), with d = X.shape[-1].")
 
 
-def pairwise_scores_batch():
+def test_pairwise_scores_batch():
     """Leading dimensions (batch, n, d) and (2, 3, n, d): one product per sequence, no mixing across the batch."""
     for seed, shape in [(101, (3, 5, 4)), (102, (2, 3, 4, 6)), (103, (1, 7, 2))]:
         X = rng(seed).normal(size=shape)

@@ -15,6 +15,7 @@ from collections import Counter
 
 import numpy as np
 
+from .sources import solution
 from . import CheckFailed, env, expect, expect_close, expect_equal, expect_shape, rng
 
 FORBID_TOKENIZERS = ["tokenizers*", "sentencepiece*", "tiktoken*", "transformers*", "nltk*", "torchtext*"]
@@ -56,7 +57,7 @@ def _reference_vocab(text):
     return {ch: i for i, ch in enumerate(sorted(set(text)))}
 
 
-def build_vocab_matches_reference():
+def test_build_vocab():
     for name, text in _texts() + [("a single repeated character", "ㅋㅋㅋㅋ"), ("the empty string", "")]:
         case = f"{name} ({len(text)} characters)"
         got = env().call("build_vocab", text, case=case, forbid=FORBID_TOKENIZERS)
@@ -82,7 +83,7 @@ def _vocab_for(text, seed):
     return {ch: int(i) for ch, i in zip(chars, ids)}
 
 
-def encode_matches_reference():
+def test_encode():
     for k, (name, text) in enumerate(_texts()):
         vocab = _vocab_for(text + "#", 100 + k)
         case = f"{name}, a vocabulary of {len(vocab)} characters with shuffled ids"
@@ -104,7 +105,7 @@ def encode_matches_reference():
                 f"{want[bad[0]]}, got {got_list[bad[0]]}. Look each character up in the vocabulary you are given.")
 
 
-def decode_matches_reference():
+def test_decode():
     for k, (name, text) in enumerate(_texts()):
         vocab = _vocab_for(text + "#", 200 + k)
         ids = [vocab[ch] for ch in text]
@@ -245,7 +246,7 @@ def _describe_text(text):
     return f"a text of {len(words)} words ({len(set(words))} distinct)"
 
 
-def bpe_train_matches_reference():
+def test_bpe_train():
     hug = " ".join(["hug"] * 10 + ["pug"] * 5 + ["pun"] * 12 + ["bun"] * 4 + ["hugs"] * 5)  # no ties in 3 merges
     cases = [(s, t, n) for s, t, n, _ in _cases("plain")] + [(-1, hug, 3)]
     for seed, text, num_merges in cases:
@@ -257,7 +258,7 @@ def bpe_train_matches_reference():
                                          "words only, and re-count after every merge.")
 
 
-def bpe_train_breaks_ties():
+def test_bpe_train_ties():
     handmade = [(-1, "ba ab xba xab", 2), (-2, "ba ab cba cab cd ecd", 3), (-3, "나다 가나 나다라 가나라 xy xyz", 2)]
     cases = handmade + [(s, t, n) for s, t, n, _ in _cases("tie")]
     for seed, text, num_merges in cases:
@@ -269,7 +270,7 @@ def bpe_train_breaks_ties():
                                          "in Python's tuple order, e.g. min(tied_pairs).")
 
 
-def bpe_train_stops():
+def test_bpe_train_stops():
     handmade = [(-1, "abc def", 5), (-2, "a b c", 4), (-3, "", 3), (-4, "aaaa", 10), (-5, "xaaaa aaab", 10)]
     cases = handmade + [(s, t, n) for s, t, n, _ in _cases("stop")]
     for seed, text, num_merges in cases:
@@ -281,7 +282,7 @@ def bpe_train_stops():
                                          "(or no pair is left).")
 
 
-def bpe_encode_matches_reference():
+def test_bpe_encode():
     cases = []
     for k, (stems, suffixes) in enumerate(_STEM_SETS):
         train = _structured_text(300 + k, 40, stems, suffixes)
@@ -311,7 +312,7 @@ def bpe_encode_matches_reference():
 # one-hot, embedding lookup
 # --------------------------------------------------------------------------------------------------------------
 
-def one_hot_matches_reference():
+def test_one_hot():
     import torch
     import torch.nn.functional as F
 
@@ -326,7 +327,7 @@ def one_hot_matches_reference():
                      hint="The result has shape ids.shape + (vocab_size,), with a single 1.0 per row.")
 
 
-def embed_matches_reference():
+def test_embed():
     import torch
     import torch.nn.functional as F
 
@@ -371,7 +372,7 @@ def _expect_close_any_rank(exercise, got, want, **kwargs):
     expect_close(exercise, got, want, **kwargs)
 
 
-def cosine_similarity_matches_reference():
+def test_cosine_similarity():
     for seed, sa, sb in [(51, (5,), (5,)), (52, (4, 6), (6,)), (53, (2, 3, 7), (3, 7)), (54, (5, 1, 4), (1, 6, 4))]:
         g = rng(seed)
         a = g.normal(size=sa) * g.uniform(0.1, 10)
@@ -390,8 +391,8 @@ def cosine_similarity_matches_reference():
                  hint="Cosine similarity ignores length: parallel vectors give 1, opposite ones -1.")
 
 
-def cosine_similarity_zero_vector():
-    """Only the pairs with a zero vector are judged here (the other values are cosine_similarity_matches_reference's
+def test_cosine_similarity_zero():
+    """Only the pairs with a zero vector are judged here (the other values are test_cosine_similarity's
     business), plus: nothing may be nan or inf."""
     g = rng(56)
     a = g.normal(size=(4, 5))
@@ -416,23 +417,7 @@ def cosine_similarity_zero_vector():
                            hint="Return 0 when a norm is 0.")
 
 
-def _ref_cosine(a, b):
-    import numpy as np
-
-    a = np.asarray(a, dtype=float)
-    b = np.asarray(b, dtype=float)
-    dot = (a * b).sum(-1)
-    norms = np.sqrt((a * a).sum(-1)) * np.sqrt((b * b).sum(-1))
-    return np.where(norms > 0, dot / np.where(norms > 0, norms, 1.0), 0.0)
-
-
-def _ref_embed(ids, W_E):
-    import numpy as np
-
-    return np.asarray(W_E)[np.asarray(ids)]
-
-
-_ANALOGY_SUBSTITUTES = {"cosine_similarity": _ref_cosine, "embed": _ref_embed}
+_ANALOGY_SUBSTITUTES = {"cosine_similarity": solution("02", "cosine_similarity"), "embed": solution("02", "embed")}
 
 
 def _word_list(V):
@@ -440,7 +425,7 @@ def _word_list(V):
     return [syllables[i % 14] + syllables[(i // 14) % 14] + str(i) for i in range(V)]
 
 
-def analogy_finds_planted_word():
+def test_analogy():
     for seed, V, d in [(61, 30, 8), (62, 50, 16), (63, 12, 5)]:
         g = rng(seed)
         words = _word_list(V)
@@ -461,7 +446,7 @@ def analogy_finds_planted_word():
                "(not the raw dot product) to W_E[b] - W_E[a] + W_E[c].")
 
 
-def analogy_excludes_inputs():
+def test_analogy_excludes_inputs():
     for seed, V, d in [(71, 20, 6), (72, 40, 12)]:
         g = rng(seed)
         words = _word_list(V)
@@ -488,7 +473,7 @@ def analogy_excludes_inputs():
 # unembedding and temperature
 # --------------------------------------------------------------------------------------------------------------
 
-def unembed_matches_reference():
+def test_unembed():
     import torch
     import torch.nn.functional as F
 
@@ -509,7 +494,7 @@ def _torch_softmax_t(logits, T):
     return torch.softmax(torch.from_numpy(np.asarray(logits, float)) / T, dim=-1).numpy()
 
 
-def softmax_with_temperature_matches_reference():
+def test_softmax_with_temperature():
     for seed, shape, T in [(91, (7,), 1.0), (92, (3, 10), 0.5), (93, (2, 4, 6), 2.0), (94, (5,), 0.1),
                            (95, (2, 9), 7.0)]:
         x = rng(seed).normal(size=shape) * 3
@@ -524,7 +509,7 @@ def softmax_with_temperature_matches_reference():
                  hint="Keep the signature softmax_with_temperature(logits, T=1.0).")
 
 
-def softmax_with_temperature_stable():
+def test_softmax_with_temperature_stability():
     for seed, shape, shift in [(97, (6,), 1000.0), (98, (3, 5), -800.0), (99, (2, 2, 4), 5000.0)]:
         x = rng(seed).normal(size=shape) * 5 + shift
         case = f"logits of shape {shape} around {shift:g}, T=1.0"

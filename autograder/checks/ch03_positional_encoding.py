@@ -21,6 +21,7 @@ import math
 
 import numpy as np
 
+from .sources import solution
 from . import CheckFailed, env, expect, expect_close, expect_shape, rng
 
 # Calling a library's version of the thing being built earns nothing.
@@ -32,23 +33,12 @@ FORBID_EMBEDDING = [
 ]
 
 # Substituted for the learner's positional_encoding when a later exercise is tested, so one mistake costs one exercise.
-REFERENCE_PE = '''
-def positional_encoding(n, d, base=10000):
-    import numpy as np
-    if d % 2:
-        raise ValueError(f"d must be even, got {d}")
-    pos = np.arange(n, dtype=np.float64)[:, None]
-    freq = float(base) ** (-np.arange(0, d, 2, dtype=np.float64) / d)
-    pe = np.zeros((n, d))
-    pe[:, 0::2] = np.sin(pos * freq)
-    pe[:, 1::2] = np.cos(pos * freq)
-    return pe
-'''
+REFERENCE_PE = solution("03", "positional_encoding")
 SUBSTITUTE = {"positional_encoding": REFERENCE_PE}
 
 
 def _reference_pe(n: int, d: int, base: float = 10000) -> np.ndarray:
-    """PyTorch's construction (float64), independent of the learner's and of the substitute above."""
+    """PyTorch's construction (float64), independent of the learner's and of the notebook's (the substitute above)."""
     import torch
 
     position = torch.arange(n, dtype=torch.float64).unsqueeze(1)
@@ -89,7 +79,7 @@ except BaseException as _ag_error:
 
 # --------------------------------------------------------------------------------------------- positional_encoding
 
-def positional_encoding_matches_reference():
+def test_positional_encoding():
     """Default base 10000, several shapes, positions up to 1999: atol 1e-9 (float64 arithmetic needed)."""
     # answers stay well under the grader's 1 MiB of output per cell
     for n, d in [(1, 2), (7, 6), (33, 10), (2000, 16), (64, 512)]:
@@ -100,7 +90,7 @@ def positional_encoding_matches_reference():
                           "compute in float64 (float32 loses the phase at large p).")
 
 
-def positional_encoding_base():
+def test_positional_encoding_base():
     """The `base` argument is used: small tables, bases 100, 10.0, 1e6; atol 1e-6."""
     for n, d, base in [(12, 8, 100), (9, 6, 10.0), (5, 4, 1_000_000)]:
         case = f"n={n}, d={d}, base={base}"
@@ -109,7 +99,7 @@ def positional_encoding_base():
                      hint="Use the base you were given, not a hard-coded 10000.")
 
 
-def positional_encoding_odd_d():
+def test_positional_encoding_odd_d():
     for n, d in [(4, 7), (3, 1)]:
         _raises_value_error("positional_encoding", f"positional_encoding({n}, {d})", f"n={n}, d={d} (odd d)",
                             "Check `d % 2` first and raise ValueError: sin/cos come in pairs.")
@@ -117,7 +107,7 @@ def positional_encoding_odd_d():
 
 # --------------------------------------------------------------------------------------------- rotation_matrix
 
-def rotation_matrix_shifts_pe():
+def test_rotation_matrix_shift():
     """Default base; R_k must satisfy PE[p + k] = PE[p] @ R_k (row vectors). atol 1e-9 on the entries."""
     for k, d in [(1, 8), (3, 16), (-2, 6), (0, 4), (25, 64), (1000, 10)]:
         case = f"k={k}, d={d}"
@@ -135,7 +125,7 @@ def rotation_matrix_shifts_pe():
                      what="rows of PE[p] @ R_k", hint="They must equal PE[p + k].")
 
 
-def rotation_matrix_blocks():
+def test_rotation_matrix_blocks():
     """Custom bases; transpose-free properties: 2x2 blocks on the diagonal, zeros elsewhere, block i turns by k*w_i.
 
     Also: odd d raises ValueError."""
@@ -166,7 +156,7 @@ def rotation_matrix_blocks():
 
 # --------------------------------------------------------------------------------------------- add_positional_encoding
 
-def add_positional_encoding_single():
+def test_add_positional_encoding():
     """X of shape (n, d): X + PE[:n]; atol 1e-9."""
     for seed, shape in [(31, (5, 8)), (32, (12, 6)), (33, (1, 4))]:
         X = rng(seed).normal(size=shape)
@@ -176,7 +166,7 @@ def add_positional_encoding_single():
                      hint="n and d are the last two axes of X: X.shape[-2:].")
 
 
-def add_positional_encoding_batch():
+def test_add_positional_encoding_batch():
     """X of shape (batch, n, d): the same PE[:n] added to every sequence; atol 1e-9."""
     for seed, shape in [(41, (3, 5, 8)), (42, (2, 9, 4)), (43, (1, 3, 6))]:
         X = rng(seed).normal(size=shape)
@@ -188,7 +178,7 @@ def add_positional_encoding_batch():
 
 # --------------------------------------------------------------------------------------------- pe_similarity
 
-def pe_similarity_matches_reference():
+def test_pe_similarity():
     """S[p, q] = PE[p] . PE[q] = sum_i cos((p - q) w_i) (closed form); atol 1e-9 + rtol 1e-9."""
     for n, d, base in [(6, 4, 10000), (20, 16, 10000), (50, 128, 10000), (15, 8, 100)]:
         case = f"n={n}, d={d}, base={base}"
@@ -202,7 +192,7 @@ def pe_similarity_matches_reference():
 
 # --------------------------------------------------------------------------------------------- learned_position_lookup
 
-def learned_position_lookup_values():
+def test_learned_position_lookup():
     """table[positions] for position arrays of shapes (n,), (batch, n) and a scalar; exact."""
     table = rng(51).normal(size=(16, 6))
     for seed, shape in [(52, (5,)), (53, (3, 4)), (54, ())]:
@@ -215,7 +205,7 @@ def learned_position_lookup_values():
                      hint="Row p of the table is the vector of position p; the result has shape positions.shape + (d,).")
 
 
-def learned_position_lookup_too_long():
+def test_learned_position_lookup_too_long():
     """Positions at or past the table's length: ValueError (not NumPy's IndexError)."""
     table_shape = (8, 4)
     for positions in ([0, 3, 8], [2, 11, 1], list(range(9))):
@@ -226,7 +216,7 @@ def learned_position_lookup_too_long():
             case, "A learned table has no row for a position >= its length (max_len); say so with a ValueError.")
 
 
-def learned_position_lookup_negative():
+def test_learned_position_lookup_negative():
     """Negative positions: ValueError (NumPy would silently wrap -1 to the last row)."""
     table_shape = (8, 4)
     for positions in ([0, -1, 2], [[1, 2], [3, -8]]):
@@ -238,10 +228,10 @@ def learned_position_lookup_negative():
 
 
 __all__ = [
-    "positional_encoding_matches_reference", "positional_encoding_base", "positional_encoding_odd_d",
-    "rotation_matrix_shifts_pe", "rotation_matrix_blocks",
-    "add_positional_encoding_single", "add_positional_encoding_batch",
-    "pe_similarity_matches_reference",
-    "learned_position_lookup_values", "learned_position_lookup_too_long", "learned_position_lookup_negative",
+    "test_positional_encoding", "test_positional_encoding_base", "test_positional_encoding_odd_d",
+    "test_rotation_matrix_shift", "test_rotation_matrix_blocks",
+    "test_add_positional_encoding", "test_add_positional_encoding_batch",
+    "test_pe_similarity",
+    "test_learned_position_lookup", "test_learned_position_lookup_too_long", "test_learned_position_lookup_negative",
     "CheckFailed",
 ]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .sources import solution
 from . import expect, expect_close, expect_shape, expect_type, env, rng
 
 ATOL, RTOL = 1e-6, 1e-5
@@ -31,36 +32,10 @@ FORBID_ATTENTION = FORBID_SOFTMAX + [
 FORBID_MASK = ["torch.nn.modules.transformer*", "torch*generate_square_subsequent_mask*"]
 
 
-# ---------------------------------------------------------------- references that travel into the learner's kernel
-# (source text only: each must import what it uses and call no module-level helper)
-
-def _ref_softmax(x, axis=-1):
-    import numpy as np
-
-    x = np.asarray(x, dtype=float)
-    e = np.exp(x - np.max(x, axis=axis, keepdims=True))
-    return e / np.sum(e, axis=axis, keepdims=True)
-
-
-def _ref_attention_scores(Q, K):
-    import numpy as np
-
-    return np.matmul(Q, np.swapaxes(K, -1, -2)) / np.sqrt(Q.shape[-1])
-
-
-def _ref_sdpa(Q, K, V, mask=None):
-    import numpy as np
-
-    scores = np.matmul(Q, np.swapaxes(K, -1, -2)) / np.sqrt(Q.shape[-1])
-    if mask is not None:
-        scores = np.where(mask, scores, -np.inf)
-    e = np.exp(scores - np.max(scores, axis=-1, keepdims=True))
-    weights = e / np.sum(e, axis=-1, keepdims=True)
-    return np.matmul(weights, V), weights
-
-
-SUB_SDPA = {"softmax": _ref_softmax, "attention_scores": _ref_attention_scores}
-SUB_SELF = {**SUB_SDPA, "scaled_dot_product_attention": _ref_sdpa}
+# The learner's earlier functions are swapped for the notebook's own solutions while a later exercise is judged.
+SUB_SDPA = {"softmax": solution("04", "softmax"), "attention_scores": solution("04", "attention_scores")}
+SUB_SELF = {**SUB_SDPA, "scaled_dot_product_attention":
+            solution("04", "softmax", "attention_scores", "scaled_dot_product_attention")}
 
 
 # ---------------------------------------------------------------- references computed here
@@ -105,7 +80,7 @@ def _pair(got, exercise, case):
 
 # ---------------------------------------------------------------- softmax
 
-def softmax_matches_reference():
+def test_softmax():
     """Values along several axes and batch shapes, against the reference."""
     for seed, shape, axis in [(11, (3, 7), -1), (12, (2, 4, 5), 1), (13, (6,), 0), (14, (2, 3, 4, 5), 0),
                               (15, (5, 3), 0)]:
@@ -136,7 +111,7 @@ def _rows_depend_on_each_other(x, axis, case):
     return True
 
 
-def softmax_is_stable():
+def test_softmax_stability():
     """Large logits (|x| ~ 1000) must neither overflow nor underflow to nan, including rows whose scales differ by
     1000 (a softmax that subtracts the global x.max() instead of the maximum along `axis` gives 0/0 there)."""
     r = rng(21)
@@ -165,7 +140,7 @@ def softmax_is_stable():
 
 # ---------------------------------------------------------------- attention_scores
 
-def attention_scores_match_reference():
+def test_attention_scores():
     """2-D Q, K of several sizes (n_q != n_k, several d_k): values including the 1/sqrt(d_k) scale."""
     for seed, n_q, n_k, d_k in [(31, 3, 5, 4), (32, 6, 6, 16), (33, 1, 7, 64), (34, 5, 2, 1)]:
         r = rng(seed)
@@ -186,10 +161,10 @@ def _proportional_to(got, dots):
     return c
 
 
-def attention_scores_batch():
+def test_attention_scores_batch():
     """Leading batch dimensions, (batch, heads, n, d_k): the right shape, every batch element equal to the answer for
     that element alone, and the whole a positive multiple of the dot products Q K^T computed here (so the right shape
-    filled with anything else earns nothing; the exact 1/sqrt(d_k) is `attention_scores_match_reference`'s
+    filled with anything else earns nothing; the exact 1/sqrt(d_k) is `test_attention_scores`'s
     business, so a wrong scale is charged there only)."""
     for seed, lead, n_q, n_k, d_k in [(41, (2,), 3, 4, 5), (42, (2, 3), 4, 4, 8), (43, (1, 2, 2), 2, 5, 3)]:
         r = rng(seed)
@@ -217,7 +192,7 @@ def attention_scores_batch():
 
 # ---------------------------------------------------------------- causal_mask
 
-def causal_mask_values():
+def test_causal_mask():
     for n in (1, 2, 5, 9):
         case = f"n={n}"
         got = env().call("causal_mask", n, case=case, forbid=FORBID_MASK)
@@ -233,10 +208,10 @@ def causal_mask_values():
             expect(False, raise_msg)
 
 
-def causal_mask_dtype():
+def test_causal_mask_dtype():
     """The mask as NumPy wants it for np.where and ~mask: dtype bool. It pays only for the right mask in the right
     dtype (a wrong pattern of the right dtype earns nothing here either; a right pattern as floats earns
-    `causal_mask_values` only)."""
+    `test_causal_mask` only)."""
     for n in (3, 6):
         case = f"n={n}"
         got = env().call("causal_mask", n, case=case, forbid=FORBID_MASK)
@@ -253,7 +228,7 @@ def causal_mask_dtype():
 
 # ---------------------------------------------------------------- scaled_dot_product_attention
 
-def sdpa_output_matches_reference():
+def test_scaled_dot_product_attention():
     """Unmasked 2-D attention: the output against the reference (n_q != n_k, d_v != d_k), including
     one case with scores in the hundreds (an inline softmax without the max subtracted gives nan there)."""
     for seed, n_q, n_k, d_k, d_v, size in [(51, 3, 5, 4, 6, 1.0), (52, 6, 6, 8, 8, 1.0), (53, 1, 4, 16, 2, 1.0),
@@ -270,7 +245,7 @@ def sdpa_output_matches_reference():
                           "without the max subtracted overflows (use your `softmax`).")
 
 
-def sdpa_weights():
+def test_scaled_dot_product_attention_weights():
     """The weights: softmax of the scaled scores, rows summing to 1, shape (n_q, n_k)."""
     for seed, n_q, n_k, d_k, d_v in [(61, 4, 6, 3, 5), (62, 5, 5, 8, 8), (63, 2, 9, 4, 1)]:
         Q, K, V = _qkv(seed, (), n_q, n_k, d_k, d_v)
@@ -291,7 +266,7 @@ def sdpa_weights():
                      hint="weights = softmax(Q K^T / sqrt(d_k)) along the keys (the last axis).")
 
 
-def sdpa_mask():
+def test_scaled_dot_product_attention_mask():
     """Boolean masks (True = may attend), causal and random: masked weights exactly 0, output equal to the reference."""
     cases = []
     for seed, n_q, n_k, d_k, d_v, kind in [(71, 5, 5, 4, 3, "causal"), (72, 4, 7, 8, 6, "random"),
@@ -319,7 +294,7 @@ def sdpa_mask():
                                           "row of weights still sums to 1; then output = weights @ V.")
 
 
-def sdpa_batch():
+def test_scaled_dot_product_attention_batch():
     """Leading batch dimensions, with masks that broadcast against (..., n_q, n_k): outputs against the reference."""
     r = rng(81)
     specs = [
@@ -355,7 +330,7 @@ def _self_inputs(seed, lead, n, d_model, d_k, d_v):
     return X, W_q, W_k, W_v
 
 
-def self_attention_matches_reference():
+def test_self_attention():
     """Projections Q = X W_q, K = X W_k, V = X W_v (row vectors), with d_k != d_v, 2-D and batched X."""
     for seed, lead, n, d_model, d_k, d_v in [(101, (), 4, 6, 3, 5), (102, (), 7, 8, 8, 2), (103, (2,), 5, 4, 6, 3),
                                              (104, (2, 3), 3, 5, 2, 4)]:
@@ -369,7 +344,7 @@ def self_attention_matches_reference():
         expect_close("self_attention", output, want_out, atol=ATOL, rtol=RTOL, case=case, what="outputs", hint=hint)
 
 
-def self_attention_mask():
+def test_self_attention_mask():
     """The mask reaches the attention: masked weights exactly 0, rows sum to 1, output = weights @ (X W_v)."""
     r = rng(111)
     for seed, lead, n, d_model, d_k, d_v, mask in [

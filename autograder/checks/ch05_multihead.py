@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .sources import solution
 from . import CheckFailed, env, expect, expect_close, expect_equal, expect_shape, expect_type, rng
 
 FORBID = [
@@ -39,32 +40,8 @@ GATOL64, GRTOL64 = 1e-9, 1e-7
 ATOL32, RTOL32 = 1e-5, 1e-4
 
 
-# ---------------------------------------------------------------- references that travel into the learner's kernel
-# (source text only: each imports what it uses and calls no module-level helper)
-
-def _ref_sdpa_torch(Q, K, V, mask=None):
-    import math
-
-    import torch
-
-    scores = Q @ K.transpose(-2, -1) / math.sqrt(Q.shape[-1])
-    if mask is not None:
-        scores = scores.masked_fill(~mask, float("-inf"))
-    weights = torch.softmax(scores, dim=-1)
-    return weights @ V, weights
-
-
-def _ref_split_heads(x, n_heads):
-    b, n, d = x.shape
-    return x.reshape(b, n, n_heads, d // n_heads).transpose(1, 2)
-
-
-def _ref_merge_heads(x):
-    b, h, n, dh = x.shape
-    return x.transpose(1, 2).reshape(b, n, h * dh)
-
-
-SUB_MODULE = {"sdpa_torch": _ref_sdpa_torch, "split_heads": _ref_split_heads, "merge_heads": _ref_merge_heads}
+# The earlier exercises are swapped for the notebook's own solutions while MultiHeadAttention is judged.
+SUB_MODULE = {name: solution("05", name) for name in ("sdpa_torch", "split_heads", "merge_heads")}
 
 
 # ---------------------------------------------------------------- helpers (run here, in the grader)
@@ -101,7 +78,7 @@ def _mask_desc(mask):
 _SDPA_HINT = "Use K.transpose(-2, -1) so any leading batch dimensions work, and keep the inputs' dtype."
 
 
-def sdpa_torch_matches_reference():
+def test_sdpa_torch():
     """Values and dtype on float64 inputs of several ranks (2-D, 3-D, 4-D), no mask."""
     import torch
 
@@ -122,7 +99,7 @@ def sdpa_torch_matches_reference():
             expect_close("sdpa_torch", g, w, atol=ATOL64, rtol=RTOL64, case=case, hint=_SDPA_HINT, what=name)
 
 
-def sdpa_torch_masks():
+def test_sdpa_torch_mask():
     """Causal, padding and random masks (True = may attend) on float32 (batch, n, d) inputs."""
     import torch
 
@@ -169,7 +146,7 @@ dQ, dK, dV = Q.grad, K.grad, V.grad
 """
 
 
-def sdpa_torch_gradients():
+def test_sdpa_torch_grad():
     """Autograd gradients of a random linear function of (out, weights) w.r.t. Q, K, V, against PyTorch's."""
     import torch
 
@@ -196,25 +173,25 @@ def sdpa_torch_gradients():
 
 # ================================================================= split_heads / merge_heads
 
-def split_heads_matches_reference():
+def test_split_heads():
     """Exact equality with reshape + transpose, on inputs whose every entry is distinct (head order shows)."""
     for seed, b, n, d, h in [(41, 2, 5, 12, 3), (42, 1, 4, 8, 8), (43, 3, 2, 6, 1), (44, 2, 7, 16, 4)]:
         x = _randn(seed, (b, n, d))
         case = f"x of shape {(b, n, d)}, n_heads={h}"
         got = env().call("split_heads", x, h, case=case, forbid=FORBID)
-        want = _ref_split_heads(x, h)
+        want = x.unflatten(-1, (h, d // h)).transpose(1, 2)  # another idiom than the notebook's reshape
         expect_close("split_heads", got, want, atol=0.0, case=case, what="entries",
                      hint="Reshape to (batch, n, heads, d_head) first, then swap the n and heads axes; "
                           "reshaping straight to (batch, heads, n, d_head) mixes tokens into heads.")
 
 
-def merge_heads_matches_reference():
+def test_merge_heads():
     """Exact equality with transpose + reshape (the inverse of split_heads)."""
     for seed, b, h, n, dh in [(51, 2, 3, 5, 4), (52, 1, 8, 4, 1), (53, 3, 1, 2, 6), (54, 2, 4, 7, 4)]:
         x = _randn(seed, (b, h, n, dh))
         case = f"x of shape {(b, h, n, dh)}"
         got = env().call("merge_heads", x, case=case, forbid=FORBID)
-        want = _ref_merge_heads(x)
+        want = x.transpose(1, 2).flatten(2)  # another idiom than the notebook's reshape
         expect_close("merge_heads", got, want, atol=0.0, case=case, what="entries",
                      hint="Swap the heads and n axes back first, then reshape to (batch, n, heads * d_head).")
 
@@ -351,7 +328,7 @@ def _expect_masked_zero(weights, mask, case):
            f"{float(leak.max()):.3g}. True means 'may attend'.")
 
 
-def multihead_matches_torch():
+def test_MultiHeadAttention():
     """Self-attention, no mask: outputs equal nn.MultiheadAttention's with the same weights, both directions;
     parameter count equal; several head counts (1 to d_model), sequence lengths and batch sizes, with and without bias."""
     import torch
@@ -389,7 +366,7 @@ def multihead_matches_torch():
                     hint="Use only W_qkv (q, k, v stacked in that order along its output dimension) and W_o.")
 
 
-def multihead_weights():
+def test_MultiHeadAttention_weights():
     """The returned attention weights, per head: (batch, heads, n_q, n_k), equal to nn.MultiheadAttention's
     with average_attn_weights=False."""
     for i, (cfg, b, n) in enumerate([((12, 3, True), 2, 6), ((16, 4, True), 1, 5), ((8, 2, True), 3, 4),
@@ -403,7 +380,7 @@ def multihead_weights():
                         hint="Head h uses columns h*d_head:(h+1)*d_head of q and k; return the softmax weights.")
 
 
-def multihead_masks():
+def test_MultiHeadAttention_mask():
     """Causal (n, n), padding (batch, 1, n) and per-example (batch, n, n) masks, True = may attend; compared with
     nn.MultiheadAttention given the inverted masks (its booleans mean True = blocked)."""
     import torch
@@ -432,7 +409,7 @@ def multihead_masks():
         _expect_masked_zero(got["weights"], mask, case)
 
 
-def multihead_cross():
+def test_MultiHeadAttention_cross():
     """Cross-attention: queries from x_q, keys and values from x_kv (n_q != n_k), one stacked in_proj, no mask."""
     for i, (cfg, b, nq, nk) in enumerate([((12, 3, True), 2, 4, 7), ((16, 4, True), 1, 6, 3),
                                           ((8, 2, True), 3, 1, 5)]):
@@ -450,7 +427,7 @@ def multihead_cross():
                      what="last two dimensions of weights")
 
 
-def multihead_gradients():
+def test_MultiHeadAttention_grad():
     """Gradients of sum(out * g) w.r.t. the input and every parameter, against nn.MultiheadAttention's."""
     import torch
 
@@ -509,7 +486,7 @@ def _as_int(exercise, got, case):
     return int(got)
 
 
-def attention_params_matches():
+def test_attention_params():
     """Weights only (bias=False and the default): 4 * d_model * (n_heads * d_head) per layer."""
     for cfg in _PARAM_CONFIGS:
         for kwargs in ({"bias": False}, {}):
@@ -523,7 +500,7 @@ def attention_params_matches():
                    "equal n_heads * d_head.")
 
 
-def attention_params_bias():
+def test_attention_params_bias():
     """bias=True adds 3 * n_heads * d_head + d_model per layer (the bias vectors of W_Q, W_K, W_V and W_O)."""
     for cfg in _PARAM_CONFIGS:
         case = f"attention_params{cfg}, bias=True minus bias=False"

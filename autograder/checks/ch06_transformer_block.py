@@ -24,7 +24,7 @@ Tolerances: float32 modules against float64 references, `atol=1e-5, rtol=1e-4` f
 identity to `1e-6`; the causality check wants logits at positions `<= t` unchanged to `1e-5`.
 
 Where a module is built from an earlier exercise's module (a block from LayerNorm and FeedForward, the model from
-blocks), the check substitutes the references below, so one wrong answer costs only its own exercise's points.
+blocks), the check substitutes the notebook's own solutions (`sources`), so one wrong answer costs only its own exercise's points.
 """
 from __future__ import annotations
 
@@ -32,6 +32,7 @@ import math
 
 import numpy as np
 
+from .sources import provided, solution
 from . import CheckFailed, env, expect, expect_close, expect_shape
 
 # Calling a library's version of the thing being built earns nothing.
@@ -45,86 +46,12 @@ FORBID_TRANSFORMER = [
     "torch.nn.modules.activation.MultiheadAttention*", "torch._ops.*",
 ]
 
-# ---------------------------------------------------------------- references that travel into the learner's kernel
-# (source text: each defines the name it stands in for and imports what it uses)
+# ---------------------------------------------------------------- substitutes that travel into the learner's kernel
+# (source text read from the notebook: its provided attention cell and its solutions of the earlier exercises)
 
-PROVIDED_ATTENTION = '''
-import math
-import torch
-from torch import nn
-
-
-class MultiHeadAttention(nn.Module):
-    """Multi-head self-attention (provided: chapter 5 builds it).
-
-    forward(x, mask=None): x (batch, n, d_model); mask boolean (n, n), True = may attend; returns (batch, n, d_model).
-    After each call, `last_weights` holds the attention weights (batch, n_heads, n, n), detached, for plots."""
-
-    def __init__(self, d_model, n_heads):
-        super().__init__()
-        assert d_model % n_heads == 0, "d_model must be divisible by n_heads"
-        self.n_heads, self.d_head = n_heads, d_model // n_heads
-        self.W_q = nn.Linear(d_model, d_model)
-        self.W_k = nn.Linear(d_model, d_model)
-        self.W_v = nn.Linear(d_model, d_model)
-        self.W_o = nn.Linear(d_model, d_model)
-        self.last_weights = None
-
-    def forward(self, x, mask=None):
-        b, n, d = x.shape
-
-        def heads(t):  # (batch, n, d_model) -> (batch, n_heads, n, d_head)
-            return t.view(b, n, self.n_heads, self.d_head).transpose(1, 2)
-
-        q, k, v = heads(self.W_q(x)), heads(self.W_k(x)), heads(self.W_v(x))
-        scores = q @ k.transpose(-2, -1) / math.sqrt(self.d_head)
-        if mask is not None:
-            scores = scores.masked_fill(~mask, float("-inf"))
-        weights = torch.softmax(scores, dim=-1)
-        self.last_weights = weights.detach()
-        out = (weights @ v).transpose(1, 2).reshape(b, n, d)
-        return self.W_o(out)
-'''
-
-REF_LAYERNORM = '''
-import torch
-from torch import nn
-
-
-class LayerNorm(nn.Module):
-    def __init__(self, d, eps=1e-5):
-        super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(d))
-        self.bias = nn.Parameter(torch.zeros(d))
-
-    def forward(self, x):
-        mu = x.mean(-1, keepdim=True)
-        var = ((x - mu) ** 2).mean(-1, keepdim=True)
-        return (x - mu) / torch.sqrt(var + self.eps) * self.weight + self.bias
-'''
-
-REF_FEEDFORWARD = '''
-import math
-import torch
-from torch import nn
-
-
-class FeedForward(nn.Module):
-    def __init__(self, d_model, d_ff, activation="relu"):
-        super().__init__()
-        self.activation = activation
-        self.fc1 = nn.Linear(d_model, d_ff)
-        self.fc2 = nn.Linear(d_ff, d_model)
-
-    def forward(self, x):
-        h = self.fc1(x)
-        if self.activation == "relu":
-            h = torch.clamp(h, min=0)
-        else:
-            h = 0.5 * h * (1 + torch.erf(h / math.sqrt(2.0)))
-        return self.fc2(h)
-'''
+PROVIDED_ATTENTION = provided("06", "provided_attention")
+REF_LAYERNORM = solution("06", "LayerNorm")
+REF_FEEDFORWARD = solution("06", "FeedForward")
 
 # A reference block; `_ALWAYS_CAUSAL` decides whether it uses the mask it is given or always the causal one.
 _REF_BLOCK_TEMPLATE = PROVIDED_ATTENTION + REF_LAYERNORM + REF_FEEDFORWARD + '''
@@ -288,11 +215,6 @@ def _close(got, want, atol, rtol):
     return bool(torch.allclose(got.double(), want.double(), atol=atol, rtol=rtol))
 
 
-def _err_of(result, exercise, case):
-    if isinstance(result, dict) and result.get("error"):
-        raise CheckFailed(f"{exercise}: raised {result['error']} for {case}.")
-
-
 # ---------------------------------------------------------------- LayerNorm
 
 _LN_FORWARD = """
@@ -303,7 +225,7 @@ with torch.no_grad():
 """
 
 
-def layernorm_matches_torch():
+def test_LayerNorm():
     """Forward with the initial parameters, inputs with leading batch dimensions, against torch.nn.LayerNorm."""
     import torch
 
@@ -330,7 +252,7 @@ with torch.no_grad():
 """
 
 
-def layernorm_parameters():
+def test_LayerNorm_params():
     """Parameters named weight and bias, initialised to ones and zeros, applied as x_hat * weight + bias."""
     import torch
 
@@ -366,7 +288,7 @@ gb = m.bias.grad
 """
 
 
-def layernorm_gradients():
+def test_LayerNorm_grad():
     """Backward pass: gradients with respect to the input and both parameters, against torch.nn.LayerNorm."""
     import torch
 
@@ -398,7 +320,7 @@ with torch.no_grad():
 """
 
 
-def layernorm_eps():
+def test_LayerNorm_eps():
     """Rows with a tiny or zero spread: eps goes inside the square root, and the eps argument is used."""
     import torch
 
@@ -456,12 +378,12 @@ def _ffn_cases(activation, cases):
         expect_close("FeedForward", got, want, atol=1e-5, rtol=1e-4, case=case, hint=hint)
 
 
-def feedforward_relu():
+def test_FeedForward():
     """The default (ReLU) FFN with loaded weights, on inputs of several shapes."""
     _ffn_cases(None, [(71, (2, 5, 8), 32), (72, (7, 12), 20), (73, (2, 3, 4, 6), 24)])
 
 
-def feedforward_gelu():
+def test_FeedForward_gelu():
     """activation="gelu": the exact GELU."""
     _ffn_cases("gelu", [(74, (3, 4, 10), 40), (75, (5, 6), 16)])
 
@@ -490,7 +412,7 @@ def _mask_case(r, kind, n):
     return m, "a random boolean mask (True = may attend)"
 
 
-def block_matches_reference():
+def test_TransformerBlock():
     """Pre-norm block with random weights (LayerNorms included) against a float64 reference, several shapes and masks."""
     cases = [(81, 2, 5, 16, 4, 32, "causal"), (82, 1, 7, 12, 3, 48, "causal"), (83, 3, 4, 8, 2, 16, "none"),
              (84, 2, 6, 12, 2, 24, "random")]
@@ -537,7 +459,7 @@ unchanged = bool(torch.equal(x_in.detach(), x))
 """
 
 
-def block_residual():
+def test_TransformerBlock_residual():
     """With the attention and FFN output projections zeroed, the block is the identity, and the gradient reaches x
     through the residual path; the caller's tensor is left alone."""
     import torch
@@ -601,7 +523,7 @@ def _ids(r, vocab, b, n):
     return torch.from_numpy(r.integers(0, vocab, size=(b, n))).long()
 
 
-def gpt_matches_reference():
+def test_GPTLike():
     """Logits for full-length inputs with loaded random weights against a float64 reference."""
     # (seed, vocab, d_model, n_heads, d_ff, n_layers, max_len, batch); here n = max_len
     for seed, V, d, h, d_ff, L, T, b in [(91, 11, 16, 4, 32, 2, 6, 2), (92, 23, 12, 3, 24, 3, 9, 3),
@@ -672,7 +594,7 @@ def _expect_reads_context(case, base, changed_first, position_hint):
            f"position sees only its own token (a bigram model). {position_hint}")
 
 
-def gpt_shapes():
+def test_GPTLike_shape():
     """Logits of shape (batch, n, vocab_size) for prompts shorter than max_len, one token, and a batch of one, from a
     model that uses its blocks and (for n > 1) the earlier tokens."""
     import torch
@@ -694,7 +616,7 @@ def gpt_shapes():
                                                         "mixes the positions.")
 
 
-def gpt_is_causal():
+def test_GPTLike_causal():
     """Changing the tokens after position t leaves the logits at positions 0..t unchanged, and changing token 0
     changes the logits after it (the model reads its context, through its blocks)."""
     import torch
@@ -885,7 +807,7 @@ GPT2_CASES = [  # (seed, vocab, n_positions, d, heads, layers, n_inner, batch, n
 ]
 
 
-def convert_gpt2_logits():
+def test_convert_gpt2():
     """Tiny random GPT-2s: with the learner's state dict, GPTLike (GPT-2's GELU) gives Hugging Face's logits to 1e-5,
     batch > 1, causal; a difference is reported at the first stage (embeddings, block i's attention or FFN, ln_f,
     logits) where the activations part."""
@@ -923,7 +845,7 @@ def convert_gpt2_logits():
                      what="logits")
 
 
-def convert_gpt2_names():
+def test_convert_gpt2_names():
     """Every entry of the result is a GPTLike parameter with GPTLike's shape: load_state_dict(strict=True) would
     accept it (missing entries are the logits test's business: it names them)."""
     for seed, V, T, d, h, L, n_inner in [(311, 23, 9, 12, 3, 2, None), (312, 31, 6, 20, 5, 3, 28)]:

@@ -7,11 +7,14 @@ the closed-form schedule, exact softmax probabilities for sampling. Nothing here
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+# The course's own training code is the reference where a check asks for the same thing (the schedule, the prompt
+# template); the loss and the samplers keep references of their own (torch's cross-entropy, transformers' top-p).
+from gpt.sample import chat_prompt
+from gpt.train import lr_at
 
 from . import CheckFailed, env, expect, expect_close, expect_equal, expect_shape, expect_type, rng
 
@@ -21,9 +24,6 @@ FORBID_LOSS = [
     "torch._C._nn.nll_loss*", "torch.nn.modules.loss.*",
 ]
 FORBID_LR = ["torch.optim.lr_scheduler.*"]
-
-SYSTEM_KO = "아래는 사용자와 유능하고 매우 지능적인 AI 조수의 대화이다."
-
 
 def _tensor(seed, shape, scale=1.0):
     return torch.from_numpy(rng(seed).normal(size=shape) * scale).float()
@@ -50,7 +50,7 @@ out = get_batch(data, block_size, batch_size, _g)
     return x, y
 
 
-def get_batch_shapes():
+def test_get_batch_shapes():
     """Shapes, dtype, and the shift by one: y[:, t] is the token after x[:, t]."""
     for seed, n, block, batch in [(1, 500, 8, 4), (2, 97, 16, 3), (3, 2000, 32, 7)]:
         data = torch.from_numpy(rng(seed).permutation(n))     # distinct tokens: a shift can't match by chance
@@ -61,7 +61,7 @@ def get_batch_shapes():
                "The target at position t is the token at t + 1.")
 
 
-def get_batch_windows():
+def test_get_batch_windows():
     """Every row of x is a real window of data; all valid starts are reachable; the generator decides the draw.
     (y is the shapes test's business.)"""
     for seed, n, block, batch in [(4, 300, 10, 6), (5, 1000, 64, 12)]:
@@ -99,7 +99,7 @@ def _reference_loss(logits, targets):
     return F.cross_entropy(logits.double().flatten(0, 1), targets.flatten())
 
 
-def next_token_loss_value():
+def test_next_token_loss_value():
     """The mean cross-entropy over every position, against F.cross_entropy."""
     for seed, (b, t, v) in [(21, (2, 5, 11)), (22, (3, 7, 65)), (23, (1, 1, 4)), (24, (4, 16, 30))]:
         logits = _tensor(seed, (b, t, v), 2.0)
@@ -115,7 +115,7 @@ def next_token_loss_value():
                      hint="Average −log p(target) over all batch × position entries (not the sum).")
 
 
-def next_token_loss_stability():
+def test_next_token_loss_stability():
     """Large logits stay finite, and adding a constant to every logit changes nothing (softmax is shift-invariant)."""
     for seed, (b, t, v), shift in [(31, (2, 6, 9), 1000.0), (32, (3, 4, 20), -800.0)]:
         logits = _tensor(seed, (b, t, v), 3.0)
@@ -134,7 +134,7 @@ def next_token_loss_stability():
                      hint="Adding a constant to every logit must not change the loss.")
 
 
-def next_token_loss_grad():
+def test_next_token_loss_grad():
     """autograd can differentiate it: the gradient points along softmax(logits) − one_hot(targets)."""
     code = """
 logits = logits.clone().requires_grad_(True)
@@ -161,15 +161,6 @@ grad = logits.grad
 
 
 # ----------------------------------------------------------------------------------------------------------- lr_at
-def _reference_lr(it, max_lr, warmup, max_iters, min_lr):
-    if it < warmup:
-        return max_lr * (it + 1) / warmup
-    if it >= max_iters:
-        return min_lr
-    progress = (it - warmup) / (max_iters - warmup)
-    return min_lr + 0.5 * (1 + math.cos(math.pi * progress)) * (max_lr - min_lr)
-
-
 def _lr(it, max_lr, warmup, max_iters, min_lr):
     case = f"it={it}, max_lr={max_lr:g}, warmup={warmup}, max_iters={max_iters}, min_lr={min_lr:g}"
     got = env().call("lr_at", it, max_lr, warmup, max_iters, min_lr, case=case, forbid=FORBID_LR)
@@ -180,25 +171,25 @@ def _lr(it, max_lr, warmup, max_iters, min_lr):
     return value, case
 
 
-def lr_at_warmup():
+def test_lr_at_warmup():
     """Linear warm-up: max_lr · (it + 1) / warmup for it < warmup."""
     for max_lr, warmup, max_iters, min_lr in [(1e-3, 100, 2000, 1e-4), (6e-4, 10, 50, 0.0), (3e-3, 7, 100, 3e-4)]:
         for it in sorted({0, 1, warmup // 2, warmup - 1}):
             got, case = _lr(it, max_lr, warmup, max_iters, min_lr)
-            want = _reference_lr(it, max_lr, warmup, max_iters, min_lr)
+            want = lr_at(it, max_lr, warmup, max_iters, min_lr)
             expect(abs(got - want) <= 1e-9 + 1e-6 * want,
                    f"lr_at: expected {want:.6g} during warm-up for {case}; got {got:.6g}. "
                    "Warm-up is max_lr · (it + 1) / warmup, so the first step already moves.")
 
 
-def lr_at_cosine():
+def test_lr_at_cosine():
     """Cosine decay from max_lr at it = warmup to min_lr at it = max_iters, then min_lr."""
     for max_lr, warmup, max_iters, min_lr in [(1e-3, 100, 2000, 1e-4), (6e-4, 10, 50, 0.0), (2e-3, 0, 300, 2e-4)]:
         span = max_iters - warmup
         for it in [warmup, warmup + span // 4, warmup + span // 2, warmup + 3 * span // 4, max_iters - 1,
                    max_iters, max_iters + 17]:
             got, case = _lr(it, max_lr, warmup, max_iters, min_lr)
-            want = _reference_lr(it, max_lr, warmup, max_iters, min_lr)
+            want = lr_at(it, max_lr, warmup, max_iters, min_lr)
             expect(abs(got - want) <= 1e-9 + 1e-6 * want,
                    f"lr_at: expected {want:.6g} for {case}; got {got:.6g}. After warm-up, "
                    "lr = min_lr + ½(1 + cos(π·progress))·(max_lr − min_lr), progress = (it − warmup)/(max_iters − warmup); "
@@ -242,7 +233,7 @@ def _spaced_logits(seed, v, spread=4.0):
     return ramp[torch.from_numpy(rng(seed).permutation(v))].float()
 
 
-def sample_next_frequencies():
+def test_sample_next_frequencies():
     """temperature 1, no top-k: draws follow softmax(logits); the generator decides them."""
     n = 20000
     for seed, v in [(51, 6), (52, 12)]:
@@ -261,7 +252,7 @@ def sample_next_frequencies():
            "Pass the generator to torch.multinomial(..., generator=generator).")
 
 
-def sample_next_temperature():
+def test_sample_next_temperature():
     """temperature divides the logits: near 0 it is argmax, above 1 it flattens the distribution."""
     for seed, v in [(61, 8), (62, 30)]:
         row = _spaced_logits(seed, v, spread=1.5 * (v - 1))       # neighbours 1.5 apart: 30 T apart at T = 0.05
@@ -280,7 +271,7 @@ def sample_next_temperature():
                                 "The probabilities are softmax(logits / temperature) (eq. 2.9).")
 
 
-def sample_next_top_k():
+def test_sample_next_top_k():
     """Only the k largest logits of each row can be drawn, in proportion to their softmax probabilities."""
     n = 20000
     for seed, v, k, temperature in [(71, 10, 3, 1.0), (72, 20, 5, 1.0), (73, 7, 1, 1.0)]:
@@ -365,7 +356,7 @@ def _tied_rows(seed):
     return torch.tensor(np.array(rows))
 
 
-def top_p_probs_nucleus():
+def test_top_p_probs():
     """Which tokens survive: the smallest set of most likely tokens with mass >= p, including the token that crosses
     p; p = 1 keeps all, a tiny p only the argmax; tokens tied with the nucleus' least likely token are kept."""
     cases = [(81, (6, 12), 0.9, torch.float32, 2.0), (82, (3, 4, 30), 0.5, torch.float32, 1.5),
@@ -406,7 +397,7 @@ def _compare_nucleus(got, logits, want, p, case, ties=False):
         f"(their probabilities add up to {mass:.4f}), got {int(flat_got[row].sum())} with nonzero probability. {hint}")
 
 
-def top_p_probs_renormalised():
+def test_top_p_probs_renormalised():
     """Inside the nucleus the learner keeps, the probabilities are the softmax's, divided by the kept mass (rows sum
     to 1), zero outside, in the input's dtype (float32 and float64)."""
     for seed, shape, p, dtype in [(91, (5, 16), 0.9, torch.float32), (92, (2, 3, 20), 0.75, torch.float64),
@@ -432,12 +423,6 @@ def top_p_probs_renormalised():
 
 
 # ----------------------------------------------------------------------------------------------------- chat_prompt
-def _reference_prompt(messages, system=SYSTEM_KO, user="사용자", assistant="AI"):
-    names = {"user": user, "assistant": assistant}
-    return system.strip() + "\n\n" + "".join(f"{names[m['role']]}:\n{m['content'].strip()}\n\n"
-                                              for m in messages) + f"{assistant}:\n"
-
-
 def _expect_prompt(got, want, case, hint):
     expect_type("chat_prompt", got, str, case)
     if got != want:
@@ -447,7 +432,7 @@ def _expect_prompt(got, want, case, hint):
             f"{want[max(0, at - 15):at + 15]!r}, got {got[max(0, at - 15):at + 15]!r}. {hint}")
 
 
-def chat_prompt_format():
+def test_chat_prompt_format():
     """The default template: the seed's Korean opening line, `사용자:` / `AI:` turns, and the cue `AI:` at the end."""
     conversations = [
         [{"role": "user", "content": "배가 아파요. 어떻게 하죠?"}],
@@ -458,11 +443,11 @@ def chat_prompt_format():
     for i, messages in enumerate(conversations):
         case = f"conversation {i + 1} ({len(messages)} messages, default names)"
         got = env().call("chat_prompt", messages, case=case)
-        _expect_prompt(got, _reference_prompt(messages), case,
+        _expect_prompt(got, chat_prompt(messages), case,
                        "System line, blank line, then 'NAME:' / content / blank line per turn, ending with 'AI:\\n'.")
 
 
-def chat_prompt_names():
+def test_chat_prompt_names():
     """The system line and both speaker names are parameters; an unknown role is an error (ValueError)."""
     messages = [{"role": "user", "content": "What news from Rome?"},
                 {"role": "assistant", "content": "The people are up in arms."},
@@ -471,7 +456,7 @@ def chat_prompt_names():
               "assistant": "COUNSELLOR"}
     case = "3 messages, user='USER', assistant='COUNSELLOR', an English system line"
     got = env().call("chat_prompt", messages, case=case, **kwargs)
-    _expect_prompt(got, _reference_prompt(messages, **kwargs), case, "Use the system, user and assistant arguments.")
+    _expect_prompt(got, chat_prompt(messages, **kwargs), case, "Use the system, user and assistant arguments.")
     code = """
 try:
     chat_prompt(messages)

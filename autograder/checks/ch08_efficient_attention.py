@@ -11,6 +11,7 @@ import math
 
 import numpy as np
 
+from .sources import load, provided, solution
 from . import CheckFailed, env, expect, expect_close, expect_equal, rng
 
 # Calling the library's attention earns nothing in an exercise that asks you to build attention.
@@ -22,126 +23,18 @@ FORBID_ATTENTION = [
     "torch.nn.modules.activation.MultiheadAttention*",
 ]
 
-# The reference GPT. The notebook's locked cell `model` holds exactly this text; the generation checks define the
-# model from this copy, never from the learner's kernel. In cache mode its attention calls `attend_with_cache`,
-# which the checks replace with the reference below so that generate_greedy is graded on its own.
-MODEL_SOURCE = '''\
-import math
-
-import torch
-import torch.nn as nn
+# The reference GPT: the notebook's locked cell `reference_gpt`, read from it. The generation checks define the model
+# from this text, never from the learner's kernel. In cache mode its attention calls `attend_with_cache`, which the
+# checks replace with the reference below so that generate_greedy is graded on its own.
+MODEL_SOURCE = provided("08", "reference_gpt")
 
 
-def causal_attention(q, k, v):
-    """Plain causal attention, no cache: q, k, v (batch, heads, n, d_head) -> (batch, heads, n, d_head)."""
-    n = q.shape[-2]
-    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
-    allowed = torch.ones(n, n, dtype=torch.bool, device=q.device).tril()
-    scores = scores.masked_fill(~allowed, float("-inf"))
-    return torch.softmax(scores, dim=-1) @ v
+# ---------------------------------------------------------------- the notebook's own cache (substituted, and run here)
 
-
-class CausalSelfAttention(nn.Module):
-    """Causal multi-head self-attention. With a cache, it calls your attend_with_cache."""
-
-    def __init__(self, d_model, n_heads):
-        super().__init__()
-        self.n_heads, self.d_head = n_heads, d_model // n_heads
-        self.W_qkv = nn.Linear(d_model, 3 * d_model)
-        self.W_o = nn.Linear(d_model, d_model)
-
-    def forward(self, x, cache=None):
-        b, t, d = x.shape
-        q, k, v = self.W_qkv(x).split(d, dim=-1)
-        q, k, v = (z.view(b, t, self.n_heads, self.d_head).transpose(1, 2) for z in (q, k, v))
-        out = causal_attention(q, k, v) if cache is None else attend_with_cache(q, k, v, cache)
-        return self.W_o(out.transpose(1, 2).reshape(b, t, d))
-
-
-class Block(nn.Module):
-    """Pre-norm transformer block: x + attn(LN(x)), then x + FFN(LN(x))."""
-
-    def __init__(self, d_model, n_heads):
-        super().__init__()
-        self.ln1, self.attn = nn.LayerNorm(d_model), CausalSelfAttention(d_model, n_heads)
-        self.ln2 = nn.LayerNorm(d_model)
-        self.ffn = nn.Sequential(nn.Linear(d_model, 4 * d_model), nn.GELU(), nn.Linear(4 * d_model, d_model))
-
-    def forward(self, x, cache=None):
-        x = x + self.attn(self.ln1(x), cache)
-        return x + self.ffn(self.ln2(x))
-
-
-class GPT(nn.Module):
-    """Chapter 7's GPT: token + learned position embeddings, pre-norm blocks, final LayerNorm, unembedding."""
-
-    def __init__(self, vocab_size=96, d_model=64, n_heads=4, n_layers=2, max_len=512):
-        super().__init__()
-        self.max_len = max_len
-        self.tok_emb = nn.Embedding(vocab_size, d_model)
-        self.pos_emb = nn.Embedding(max_len, d_model)
-        self.blocks = nn.ModuleList(Block(d_model, n_heads) for _ in range(n_layers))
-        self.ln_f = nn.LayerNorm(d_model)
-        self.unembed = nn.Linear(d_model, vocab_size, bias=False)
-
-    def forward(self, idx, caches=None, start_pos=0):
-        """idx (batch, t): the tokens at positions start_pos .. start_pos + t - 1 -> logits (batch, t, vocab_size).
-
-        caches: None (attend over idx alone, causally) or a list with one KVCache per block; each block then
-        appends its new keys and values to its own cache and attends over everything cached so far."""
-        t = idx.shape[1]
-        if start_pos + t > self.max_len:
-            raise ValueError(f"positions up to {start_pos + t - 1} do not fit max_len={self.max_len}")
-        if caches is not None and len(caches) != len(self.blocks):
-            raise ValueError(f"need one cache per block: {len(self.blocks)} caches, got {len(caches)}")
-        positions = torch.arange(start_pos, start_pos + t, device=idx.device)
-        x = self.tok_emb(idx) + self.pos_emb(positions)
-        for i, block in enumerate(self.blocks):
-            x = block(x, None if caches is None else caches[i])
-        return self.unembed(self.ln_f(x))
-'''
-
-
-# ---------------------------------------------------------------- references (travel as source when substituted)
-
-class _RefKVCache:
-    """Reference KV cache: tensors (batch, heads, length, d_head), concatenated along the length axis (dim 2)."""
-
-    def __init__(self):
-        self.k = None
-        self.v = None
-
-    @property
-    def length(self):
-        return 0 if self.k is None else self.k.shape[2]
-
-    def append(self, k_new, v_new):
-        import torch
-
-        if self.k is None:
-            self.k, self.v = k_new, v_new
-        else:
-            self.k, self.v = torch.cat([self.k, k_new], dim=2), torch.cat([self.v, v_new], dim=2)
-        return self.k, self.v
-
-    def get(self):
-        return self.k, self.v
-
-
-def _ref_attend_with_cache(q, k_new, v_new, cache):
-    import math
-
-    import torch
-
-    k, v = cache.append(k_new, v_new)
-    t_new, total = q.shape[-2], k.shape[-2]
-    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
-    allowed = torch.ones(t_new, total, dtype=torch.bool, device=q.device).tril(diagonal=total - t_new)
-    scores = scores.masked_fill(~allowed, float("-inf"))
-    return torch.softmax(scores, dim=-1) @ v
-
-
-SUBSTITUTE_CACHE = {"KVCache": _RefKVCache, "attend_with_cache": _ref_attend_with_cache}
+_CACHE_SOURCE = solution("08", "KVCache", "attend_with_cache")
+SUBSTITUTE_CACHE = {"KVCache": _CACHE_SOURCE, "attend_with_cache": _CACHE_SOURCE}
+_CACHE = load(_CACHE_SOURCE)
+_RefKVCache, _ref_attend_with_cache = _CACHE["KVCache"], _CACHE["attend_with_cache"]
 
 
 def _torch():
@@ -179,7 +72,7 @@ def _as_float(exercise, value, case):
 
 # ---------------------------------------------------------------- 1. the cost curve
 
-def fit_loglog_slope_matches_least_squares():
+def test_fit_loglog_slope():
     for seed, power, k, as_list in [(11, 2.0, 7, False), (12, 1.0, 5, True), (13, 2.7, 9, False), (14, 0.5, 4, True)]:
         r = rng(seed)
         ns = np.unique(np.round(np.geomspace(r.integers(8, 64), r.integers(2000, 9000), k))).astype(float)
@@ -193,7 +86,7 @@ def fit_loglog_slope_matches_least_squares():
                "(log n, log cost), with the same logarithm on both axes, and return its slope.")
 
 
-def attention_memory_bytes_counts_tensors():
+def test_attention_memory_bytes():
     sizes = {"float64": 8, "float32": 4, "bfloat16": 2, "float16": 2}
     for n, d, heads, dtype in [(1000, 64, 1, "float32"), (2048, 128, 96, "float16"), (37, 5, 3, "float64"),
                                (4096, 64, 12, "bfloat16"), (1, 8, 2, "float32")]:
@@ -209,7 +102,7 @@ def attention_memory_bytes_counts_tensors():
 
 # ---------------------------------------------------------------- 2. KV cache and generation
 
-def kv_cache_appends_along_sequence():
+def test_KVCache():
     torch = _torch()
     for seed, (b, h, d), chunks in [(21, (2, 3, 4), [5, 1, 1, 3]), (22, (1, 2, 8), [1, 1]), (23, (3, 1, 2), [4])]:
         ks = [_randn(seed * 10 + i, b, h, t, d) for i, t in enumerate(chunks)]
@@ -252,7 +145,7 @@ def kv_cache_appends_along_sequence():
                      what="length", hint="Keep the tensors on the instance (self.k in __init__), not on the class.")
 
 
-def attend_with_cache_decode_matches_full():
+def test_attend_with_cache():
     torch = _torch()
     for seed, (b, h, d), past, steps in [(31, (2, 3, 4), 6, 4), (32, (1, 1, 8), 1, 3), (33, (3, 2, 5), 11, 2)]:
         total = past + steps
@@ -269,7 +162,7 @@ def attend_with_cache_decode_matches_full():
             """,
             inputs={"q": q, "k": k, "v": v, "past": past, "steps": steps},
             outputs=["outs", "final_length"],
-            case=case, forbid=FORBID_ATTENTION, substitute={"KVCache": _RefKVCache},
+            case=case, forbid=FORBID_ATTENTION, substitute={"KVCache": _CACHE_SOURCE},
         )
         for step, out in enumerate(got["outs"]):
             i = past + step
@@ -281,7 +174,7 @@ def attend_with_cache_decode_matches_full():
                      hint="Each call must append its k_new and v_new to the cache.")
 
 
-def attend_with_cache_prefill_is_causal():
+def test_attend_with_cache_prefill():
     torch = _torch()
     for seed, (b, h, d), chunks in [(41, (2, 2, 4), [5, 3]), (42, (1, 3, 6), [7]), (43, (2, 1, 3), [2, 4, 3])]:
         total = sum(chunks)
@@ -299,7 +192,7 @@ def attend_with_cache_prefill_is_causal():
             """,
             inputs={"q": q, "k": k, "v": v, "chunks": list(chunks)},
             outputs=["outs"],
-            case=case, forbid=FORBID_ATTENTION, substitute={"KVCache": _RefKVCache},
+            case=case, forbid=FORBID_ATTENTION, substitute={"KVCache": _CACHE_SOURCE},
         )
         start = 0
         for j, (size, out) in enumerate(zip(chunks, got["outs"])):
@@ -380,7 +273,7 @@ def _generate(seed, config, batch, t0, n_new, use_cache, case, measure=False):
     return model, prompt, got
 
 
-def generate_greedy_matches_uncached():
+def test_generate_greedy_tokens():
     torch = _torch()
     for seed, config, batch, t0, n_new in GENERATION_CASES:
         want = None
@@ -427,7 +320,7 @@ def _reference_cached_flops(config, seed, batch, t0, n_new):
     return int(counter.get_total_flops())
 
 
-def generate_greedy_uses_cache():
+def test_generate_greedy_uses_cache():
     for seed, config, batch, t0, n_new in GENERATION_CASES:
         layers = config["n_layers"]
         case = f"batch={batch}, prompt of {t0} tokens, {n_new} new tokens, use_cache=True ({layers} blocks)"
@@ -459,7 +352,7 @@ def _gqa_case(seed, b, hq, hkv, n_q, n_k, d):
     return (_randn(seed, b, hq, n_q, d), _randn(seed + 1, b, hkv, n_k, d), _randn(seed + 2, b, hkv, n_k, d))
 
 
-def grouped_query_attention_matches_torch():
+def test_grouped_query_attention():
     for seed, (b, hq, hkv, n_q, n_k, d) in [(61, (2, 8, 2, 5, 5, 4)), (62, (1, 6, 3, 4, 7, 8)),
                                             (63, (2, 4, 4, 6, 6, 3)), (64, (3, 6, 1, 3, 5, 2)),
                                             (65, (1, 12, 4, 2, 9, 5))]:
@@ -472,7 +365,7 @@ def grouped_query_attention_matches_torch():
                           "as repeat_interleave does (not repeat).")
 
 
-def grouped_query_attention_mask():
+def test_grouped_query_attention_mask():
     torch = _torch()
     for seed, (b, hq, hkv, n, d), kind in [(71, (2, 4, 4, 6, 3), "causal"), (72, (1, 6, 1, 5, 4), "causal"),
                                            (73, (2, 3, 3, 7, 2), "random")]:
@@ -489,7 +382,7 @@ def grouped_query_attention_mask():
                      hint="Set the scores where mask is False to -inf before the softmax.")
 
 
-def kv_cache_bytes_formula():
+def test_kv_cache_bytes():
     sizes = {"float64": 8, "float32": 4, "bfloat16": 2, "float16": 2}
     for layers, kv_heads, d_head, seq_len, batch, dtype in [(96, 96, 128, 2048, 1, "float16"),
                                                              (80, 8, 128, 4096, 1, "bfloat16"),
@@ -521,7 +414,7 @@ def _ref_rope(x, positions, base):
 ROPE_TOL = dict(atol=1e-4, rtol=1e-4)
 
 
-def apply_rope_matches_complex():
+def test_apply_rope():
     torch = _torch()
     for seed, shape in [(81, (2, 3, 10, 8)), (82, (1, 4, 7, 16)), (83, (3, 2, 5, 2)), (84, (2, 12, 6))]:
         x = _randn(seed, *shape)
@@ -533,7 +426,7 @@ def apply_rope_matches_complex():
                           "index the last dimension so leading batch dimensions work.")
 
 
-def apply_rope_positions_and_offset():
+def test_apply_rope_positions():
     torch = _torch()
     for seed, (n, d), base, positions in [(91, (6, 8), 10000.0, [3, 17, 0, 42, 5, 9]),
                                           (92, (5, 4), 100.0, [100, 101, 102, 103, 104]),
@@ -577,7 +470,7 @@ def _check_online(seed, q, k, v, block, case, hint):
     expect_close("online_softmax_attention", got, _sdpa(q, k, v), atol=1e-9, rtol=1e-9, case=case, hint=hint)
 
 
-def online_softmax_matches_exact():
+def test_online_softmax_attention():
     for seed, (b, h, n_q, n_k, d, d_v), block in _online_cases_main():
         q, k, v = _randn(seed, b, h, n_q, d), _randn(seed + 1, b, h, n_k, d), _randn(seed + 2, b, h, n_k, d_v)
         case = f"q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}, block_size={block}"
@@ -586,7 +479,7 @@ def online_softmax_matches_exact():
                       "exp(m_old - m_new).")
 
 
-def online_softmax_any_block_size():
+def test_online_softmax_attention_blocks():
     n_q, n_k, d, d_v = 7, 13, 4, 3
     q, k, v = _randn(111, n_q, d), _randn(112, n_k, d), _randn(113, n_k, d_v)
     for block in [2, 3, 4, 5, 6, 8, 12, 14, 100]:
@@ -596,7 +489,7 @@ def online_softmax_any_block_size():
                       "slice k[start:start + B].")
 
 
-def online_softmax_stable():
+def test_online_softmax_attention_stability():
     for seed, (n_q, n_k, d), block, scale in [(121, (5, 12, 4), 3, 30.0), (122, (3, 8, 2), 2, 50.0), (123, (4, 6, 3), 1, 40.0)]:
         q, k, v = _randn(seed, n_q, d, scale=scale), _randn(seed + 1, n_k, d, scale=scale), _randn(seed + 2, n_k, 3)
         case = f"q {tuple(q.shape)}, k {tuple(k.shape)} with scores in the thousands, block_size={block}"
@@ -650,7 +543,7 @@ largest, largest_shape = _mode.numel, _mode.shape
 """
 
 
-def online_softmax_never_full_matrix():
+def test_online_softmax_attention_memory():
     """No full n_q x n_k score matrix at any time, in any library: the largest torch tensor made, the peak of
     Python's and NumPy's allocations (tracemalloc), and the growth of the whole process's peak resident memory
     (everything else, torch included) all stay under half of what the full matrix would take."""

@@ -4,7 +4,7 @@ The references are Hugging Face `transformers`' own Llama modules (`LlamaRMSNorm
 `LlamaDecoderLayer`, `LlamaForCausalLM`), built from small `LlamaConfig`s with seeded random weights: nothing is
 downloaded. They run here, in the grader. The learner's modules get the same weights through their documented
 attribute names, with one conversion: the notebook's RoPE (chapter 8's) rotates interleaved pairs (x[2i], x[2i+1]),
-Hugging Face's rotates halves (x[i], x[i + d/2]), so the rows of every head of W_Q and W_K are reordered (`to_interleaved`).
+Hugging Face's rotates halves (x[i], x[i + d/2]), so the rows of every head of W_Q and W_K are reordered (`_to_interleaved`).
 
 Tolerances follow the dtype of the learner's result: float64 results are compared at 1e-10 where the reference is
 computed in float64 throughout, float32 results at 1e-5. `transformers` computes RMSNorm and the RoPE angles in float32
@@ -12,6 +12,7 @@ even for a float64 model, so whole-model and whole-block logits are compared at 
 """
 from __future__ import annotations
 
+from .sources import definition, solution
 from . import CheckFailed, env, expect, expect_close
 
 FORBID_LIBRARY = ["transformers.*"]
@@ -24,101 +25,10 @@ FORBID_ATTENTION = FORBID_LIBRARY + [
     "torch.nn.modules.activation.MultiheadAttention*",
 ]
 
-# Reference versions of the chapter's modules, with the attribute names the notebook documents. They stand in for an
-# earlier exercise (`substitute=`) so that each test charges only its own exercise; each name is executed from this
-# text in a scope of its own, so the text imports what it uses.
-REFERENCE_SOURCE = '''\
-import math
-
-import torch
-import torch.nn as nn
-
-
-def apply_rope(x, positions, base=10000.0):
-    d = x.shape[-1]
-    theta = base ** (-torch.arange(0, d, 2, dtype=x.dtype, device=x.device) / d)
-    angles = positions.to(x.dtype)[:, None] * theta[None, :]
-    cos, sin = torch.cos(angles), torch.sin(angles)
-    even, odd = x[..., 0::2], x[..., 1::2]
-    return torch.stack([even * cos - odd * sin, even * sin + odd * cos], dim=-1).flatten(-2)
-
-
-class RMSNorm(nn.Module):
-    def __init__(self, d_model, eps=1e-6):
-        super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(d_model))
-
-    def forward(self, x):
-        return self.weight * x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
-
-
-class SwiGLU(nn.Module):
-    def __init__(self, d_model, d_ff):
-        super().__init__()
-        self.W_gate = nn.Linear(d_model, d_ff, bias=False)
-        self.W_up = nn.Linear(d_model, d_ff, bias=False)
-        self.W_down = nn.Linear(d_ff, d_model, bias=False)
-
-    def forward(self, x):
-        gate = self.W_gate(x)
-        return self.W_down(gate * torch.sigmoid(gate) * self.W_up(x))
-
-
-class GroupedQueryAttention(nn.Module):
-    def __init__(self, d_model, n_heads, n_kv_heads, rope_base=10000.0):
-        super().__init__()
-        self.n_heads, self.n_kv_heads, self.d_head = n_heads, n_kv_heads, d_model // n_heads
-        self.rope_base = rope_base
-        self.W_q = nn.Linear(d_model, n_heads * self.d_head, bias=False)
-        self.W_k = nn.Linear(d_model, n_kv_heads * self.d_head, bias=False)
-        self.W_v = nn.Linear(d_model, n_kv_heads * self.d_head, bias=False)
-        self.W_o = nn.Linear(n_heads * self.d_head, d_model, bias=False)
-
-    def forward(self, x, positions=None):
-        b, n, _ = x.shape
-        if positions is None:
-            positions = torch.arange(n, device=x.device)
-        q = self.W_q(x).view(b, n, self.n_heads, self.d_head).transpose(1, 2)
-        k = self.W_k(x).view(b, n, self.n_kv_heads, self.d_head).transpose(1, 2)
-        v = self.W_v(x).view(b, n, self.n_kv_heads, self.d_head).transpose(1, 2)
-        q, k = apply_rope(q, positions, self.rope_base), apply_rope(k, positions, self.rope_base)
-        g = self.n_heads // self.n_kv_heads
-        k, v = k.repeat_interleave(g, dim=1), v.repeat_interleave(g, dim=1)
-        scores = q @ k.transpose(-2, -1) / math.sqrt(self.d_head)
-        allowed = torch.ones(n, n, dtype=torch.bool, device=x.device).tril()
-        weights = torch.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1)
-        return self.W_o((weights @ v).transpose(1, 2).reshape(b, n, -1))
-
-
-class LlamaBlock(nn.Module):
-    def __init__(self, d_model, n_heads, n_kv_heads, d_ff, eps=1e-6, rope_base=10000.0):
-        super().__init__()
-        self.attn_norm = RMSNorm(d_model, eps)
-        self.attn = GroupedQueryAttention(d_model, n_heads, n_kv_heads, rope_base)
-        self.ffn_norm = RMSNorm(d_model, eps)
-        self.ffn = SwiGLU(d_model, d_ff)
-
-    def forward(self, x, positions=None):
-        x = x + self.attn(self.attn_norm(x), positions)
-        return x + self.ffn(self.ffn_norm(x))
-
-
-class Llama(nn.Module):
-    def __init__(self, vocab_size, d_model, n_layers, n_heads, n_kv_heads, d_ff, eps=1e-6, rope_base=10000.0):
-        super().__init__()
-        self.embed = nn.Embedding(vocab_size, d_model)
-        self.blocks = nn.ModuleList(LlamaBlock(d_model, n_heads, n_kv_heads, d_ff, eps, rope_base)
-                                    for _ in range(n_layers))
-        self.norm = RMSNorm(d_model, eps)
-        self.lm_head = nn.Linear(d_model, vocab_size, bias=False)
-
-    def forward(self, idx):
-        x = self.embed(idx)
-        for block in self.blocks:
-            x = block(x)
-        return self.lm_head(self.norm(x))
-'''
+# The notebook's own apply_rope (its setup cell) and solutions stand in for an earlier exercise (`substitute=`), so that
+# each test charges only its own exercise; each name is executed from this text in a scope of its own.
+REFERENCE_SOURCE = (definition("09", "setup", "apply_rope")
+                    + solution("09", "RMSNorm", "SwiGLU", "GroupedQueryAttention", "LlamaBlock", "Llama"))
 
 
 def _substitutes(*names):
@@ -149,14 +59,14 @@ def _tolerance(got, exact=True):
     return dict(atol=1e-5, rtol=1e-5)
 
 
-def to_interleaved(weight, n_heads):
+def _to_interleaved(weight, n_heads):
     """Rows of W_Q or W_K from Hugging Face's RoPE order (pairs i, i + d/2 in each head) to chapter 8's (2i, 2i+1)."""
     out_features, d_in = weight.shape
     d_head = out_features // n_heads
     return weight.reshape(n_heads, 2, d_head // 2, d_in).transpose(1, 2).reshape(out_features, d_in).contiguous()
 
 
-def llama_config(vocab_size=64, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=48, eps=1e-6, rope_base=10000.0):
+def _llama_config(vocab_size=64, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=48, eps=1e-6, rope_base=10000.0):
     from transformers import LlamaConfig
 
     return LlamaConfig(vocab_size=vocab_size, hidden_size=d_model, intermediate_size=d_ff, num_hidden_layers=n_layers,
@@ -165,7 +75,7 @@ def llama_config(vocab_size=64, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2,
                        tie_word_embeddings=False, attention_bias=False, mlp_bias=False, hidden_act="silu")
 
 
-def randomize(module, seed):
+def _randomize(module, seed):
     """Seeded random weights of useful size: norms' gains near 1, matrices scaled by 1/sqrt(fan-in), embeddings N(0, 1)."""
     torch = _torch()
     g = torch.Generator().manual_seed(seed)
@@ -181,7 +91,7 @@ def randomize(module, seed):
     return module
 
 
-def rope_cos_sin(positions, d_head, base, dtype):
+def _rope_cos_sin(positions, d_head, base, dtype):
     """Hugging Face's position embeddings (cos, sin), each (1, n, d_head), computed in float64 for exact references."""
     torch = _torch()
     inv_freq = base ** (-torch.arange(0, d_head, 2, dtype=torch.float64) / d_head)
@@ -190,7 +100,7 @@ def rope_cos_sin(positions, d_head, base, dtype):
     return emb.cos().to(dtype), emb.sin().to(dtype)
 
 
-def hf_to_course(state, n_heads, n_kv_heads, n_layers):
+def _hf_to_course(state, n_heads, n_kv_heads, n_layers):
     """A LlamaForCausalLM state dict under the notebook's names (the expected result of load_llama_weights)."""
     out = {"embed.weight": state["model.embed_tokens.weight"], "norm.weight": state["model.norm.weight"],
            "lm_head.weight": state["lm_head.weight"]}
@@ -198,8 +108,8 @@ def hf_to_course(state, n_heads, n_kv_heads, n_layers):
         hf, ours = f"model.layers.{i}.", f"blocks.{i}."
         out[ours + "attn_norm.weight"] = state[hf + "input_layernorm.weight"]
         out[ours + "ffn_norm.weight"] = state[hf + "post_attention_layernorm.weight"]
-        out[ours + "attn.W_q.weight"] = to_interleaved(state[hf + "self_attn.q_proj.weight"], n_heads)
-        out[ours + "attn.W_k.weight"] = to_interleaved(state[hf + "self_attn.k_proj.weight"], n_kv_heads)
+        out[ours + "attn.W_q.weight"] = _to_interleaved(state[hf + "self_attn.q_proj.weight"], n_heads)
+        out[ours + "attn.W_k.weight"] = _to_interleaved(state[hf + "self_attn.k_proj.weight"], n_kv_heads)
         out[ours + "attn.W_v.weight"] = state[hf + "self_attn.v_proj.weight"]
         out[ours + "attn.W_o.weight"] = state[hf + "self_attn.o_proj.weight"]
         for name in ("gate", "up", "down"):
@@ -247,7 +157,7 @@ def _rms_norm_case(seed, shape, dtype, eps, scale, shift, case, hint):
     expect_close("RMSNorm", out, want, case=case, hint=hint, **_tolerance(out))
 
 
-def rms_norm_matches_llama():
+def test_RMSNorm():
     for seed, shape, dtype in [(11, (2, 5, 16), "float32"), (12, (3, 8), "float64"), (13, (1, 4, 7, 32), "float32"),
                                (14, (6, 24), "float64"), (15, (2, 3, 12), "float64")]:
         case = f"x of shape {shape} ({dtype}, mean 0.5), random weight, eps=1e-6"
@@ -256,7 +166,7 @@ def rms_norm_matches_llama():
                        "no mean is subtracted and there is no bias.")
 
 
-def rms_norm_eps():
+def test_RMSNorm_eps():
     for seed, shape, dtype, eps in [(21, (4, 16), "float64", 0.01), (22, (3, 8), "float32", 0.1),
                                     (23, (5, 6), "float64", 1e-3)]:
         case = f"x of shape {shape} ({dtype}) with entries near 0.05, eps={eps:g}"
@@ -277,14 +187,14 @@ with torch.no_grad():
 """
 
 
-def swiglu_matches_llama():
+def test_SwiGLU():
     from transformers.models.llama.modeling_llama import LlamaMLP
 
     torch = _torch()
     for seed, (shape, d_ff), dtype in [(31, ((2, 5, 16), 40), "float64"), (32, ((3, 8), 24), "float32"),
                                        (33, ((1, 6, 32), 86), "float64"), (34, ((2, 2, 4, 8), 16), "float32")]:
         d_model = shape[-1]
-        reference = randomize(LlamaMLP(llama_config(d_model=d_model, d_ff=d_ff)), seed).to(_dtype(dtype))
+        reference = _randomize(LlamaMLP(_llama_config(d_model=d_model, d_ff=d_ff)), seed).to(_dtype(dtype))
         x = _randn(seed + 1, *shape, dtype=dtype, scale=1.5)
         with torch.no_grad():
             want = reference(x)
@@ -320,13 +230,13 @@ def _attention_case(seed, b, n, n_heads, n_kv_heads, d_head, dtype, positions, r
 
     torch = _torch()
     d_model = n_heads * d_head
-    config = llama_config(d_model=d_model, n_heads=n_heads, n_kv_heads=n_kv_heads, rope_base=rope_base)
+    config = _llama_config(d_model=d_model, n_heads=n_heads, n_kv_heads=n_kv_heads, rope_base=rope_base)
     config._attn_implementation = "sdpa"   # float64 stays float64 (the eager path takes its softmax in float32)
-    reference = randomize(LlamaAttention(config, layer_idx=0), seed).to(_dtype(dtype)).eval()
+    reference = _randomize(LlamaAttention(config, layer_idx=0), seed).to(_dtype(dtype)).eval()
     x = _randn(seed + 1, b, n, d_model, dtype=dtype)
     pos = torch.arange(n) if positions is None else torch.tensor(positions)
     with torch.no_grad():
-        want, _ = reference(x, position_embeddings=rope_cos_sin(pos, d_head, rope_base, x.dtype), attention_mask=None)
+        want, _ = reference(x, position_embeddings=_rope_cos_sin(pos, d_head, rope_base, x.dtype), attention_mask=None)
     where = "" if positions is None else f", positions {positions}"
     case = (f"x of shape {(b, n, d_model)} ({dtype}), n_heads={n_heads}, n_kv_heads={n_kv_heads}, "
             f"rope_base={rope_base:g}{where}")
@@ -334,24 +244,22 @@ def _attention_case(seed, b, n, n_heads, n_kv_heads, d_head, dtype, positions, r
         "GroupedQueryAttention", ATTENTION_SNIPPET,
         inputs={"x": x, "d_model": d_model, "n_heads": n_heads, "n_kv_heads": n_kv_heads, "rope_base": rope_base,
                 "dtype": dtype, "positions": None if positions is None else pos,
-                "w_q": to_interleaved(reference.q_proj.weight.detach(), n_heads),
-                "w_k": to_interleaved(reference.k_proj.weight.detach(), n_kv_heads),
+                "w_q": _to_interleaved(reference.q_proj.weight.detach(), n_heads),
+                "w_k": _to_interleaved(reference.k_proj.weight.detach(), n_kv_heads),
                 "w_v": reference.v_proj.weight.detach().clone(), "w_o": reference.o_proj.weight.detach().clone()},
         outputs=["out"], case=case, forbid=FORBID_ATTENTION, substitute=_substitutes("apply_rope"))
     out = _as_tensor("GroupedQueryAttention", got["out"], case)
     expect_close("GroupedQueryAttention", out, want, case=case, hint=hint, **_tolerance(out))
 
 
-def attention_matches_llama():
+def test_GroupedQueryAttention():
+    """Any head counts against LlamaAttention, then grouped K/V heads (several query heads to one)."""
     for seed, (b, n, h, kv, d_head), dtype in [(41, (2, 6, 4, 4, 8), "float64"), (42, (1, 5, 2, 2, 4), "float32"),
                                               (43, (2, 7, 4, 1, 6), "float64"), (44, (3, 4, 3, 3, 8), "float64"),
                                               (45, (1, 9, 6, 1, 4), "float32")]:
         _attention_case(seed, b, n, h, kv, d_head, dtype, None, 10000.0,
                         "Project, split into heads (batch, heads, n, d_head) with a transpose, rotate q and k (not v) "
                         "with apply_rope, attend causally with scores / sqrt(d_head), merge the heads, then W_o.")
-
-
-def attention_groups():
     for seed, (b, n, h, kv, d_head), dtype in [(51, (2, 5, 4, 2, 4), "float64"), (52, (1, 6, 6, 3, 4), "float64"),
                                               (53, (2, 4, 6, 2, 8), "float32"), (54, (1, 3, 8, 4, 2), "float64")]:
         _attention_case(seed, b, n, h, kv, d_head, dtype, None, 10000.0,
@@ -359,7 +267,7 @@ def attention_groups():
                         "repeat_interleave the K/V heads along the head axis (repeat pairs them 0, 1, 0, 1, ...).")
 
 
-def attention_positions():
+def test_GroupedQueryAttention_positions():
     for seed, (b, n, d_head), dtype, positions, base in [
             (61, (2, 5, 8), "float64", [3, 4, 5, 6, 7], 10000.0),
             (62, (1, 6, 16), "float64", [0, 9, 2, 40, 41, 7], 10000.0),
@@ -386,7 +294,7 @@ with torch.no_grad():
 """
 
 
-def block_matches_llama():
+def test_LlamaBlock():
     from transformers.models.llama.modeling_llama import LlamaDecoderLayer
 
     torch = _torch()
@@ -394,12 +302,12 @@ def block_matches_llama():
                                                           (72, (1, 5, 2, 2, 8, 24), "float32", 1e-5),
                                                           (73, (3, 4, 4, 1, 4, 16), "float64", 1e-6)]:
         d_model = h * d_head
-        config = llama_config(d_model=d_model, n_heads=h, n_kv_heads=kv, d_ff=d_ff, eps=eps)
+        config = _llama_config(d_model=d_model, n_heads=h, n_kv_heads=kv, d_ff=d_ff, eps=eps)
         config._attn_implementation = "sdpa"
-        layer = randomize(LlamaDecoderLayer(config, layer_idx=0), seed).to(_dtype(dtype)).eval()
+        layer = _randomize(LlamaDecoderLayer(config, layer_idx=0), seed).to(_dtype(dtype)).eval()
         x = _randn(seed + 1, b, n, d_model, dtype=dtype)
         with torch.no_grad():
-            want = layer(x, position_embeddings=rope_cos_sin(torch.arange(n), d_head, 10000.0, x.dtype),
+            want = layer(x, position_embeddings=_rope_cos_sin(torch.arange(n), d_head, 10000.0, x.dtype),
                          attention_mask=None)
         want = want[0] if isinstance(want, tuple) else want
         a, m = layer.self_attn, layer.mlp
@@ -410,8 +318,8 @@ def block_matches_llama():
                     "dtype": dtype,
                     "attn_norm": layer.input_layernorm.weight.detach().clone(),
                     "ffn_norm": layer.post_attention_layernorm.weight.detach().clone(),
-                    "attn": {"W_q": to_interleaved(a.q_proj.weight.detach(), h),
-                             "W_k": to_interleaved(a.k_proj.weight.detach(), kv),
+                    "attn": {"W_q": _to_interleaved(a.q_proj.weight.detach(), h),
+                             "W_k": _to_interleaved(a.k_proj.weight.detach(), kv),
                              "W_v": a.v_proj.weight.detach().clone(), "W_o": a.o_proj.weight.detach().clone()},
                     "ffn": {"W_gate": m.gate_proj.weight.detach().clone(), "W_up": m.up_proj.weight.detach().clone(),
                             "W_down": m.down_proj.weight.detach().clone()}},
@@ -459,8 +367,8 @@ loaded = {name: p.detach().clone() for name, p in model.named_parameters()}
 def _hf_model(seed, config, dtype):
     from transformers import LlamaForCausalLM
 
-    hf = LlamaForCausalLM(llama_config(**config))
-    return randomize(hf, seed).to(_dtype(dtype)).eval()
+    hf = LlamaForCausalLM(_llama_config(**config))
+    return _randomize(hf, seed).to(_dtype(dtype)).eval()
 
 
 def _ids(seed, vocab_size, batch, n):
@@ -473,14 +381,14 @@ def _describe_model(config, batch, n, dtype):
             f"n_heads={config['n_heads']}, n_kv_heads={config['n_kv_heads']}), token ids of shape {(batch, n)}")
 
 
-def llama_model_matches():
+def test_Llama():
     torch = _torch()
     for seed, config, batch, n, dtype in MODEL_CASES["model"]:
         hf = _hf_model(seed, config, dtype)
         ids = _ids(seed + 1, config["vocab_size"], batch, n)
         with torch.no_grad():
             want = hf(ids).logits
-        weights = hf_to_course({k: v.detach().clone() for k, v in hf.state_dict().items()},
+        weights = _hf_to_course({k: v.detach().clone() for k, v in hf.state_dict().items()},
                                config["n_heads"], config["n_kv_heads"], config["n_layers"])
         case = _describe_model(config, batch, n, dtype) + ", weights set by name"
         got = env().run("Llama", MODEL_SNIPPET, inputs={"config": config, "dtype": dtype, "weights": weights,
@@ -542,7 +450,7 @@ def _load_case(kind):
         ok = (out.shape == want.shape and torch.isfinite(out).all()
               and bool(((out.double() - want.double()).abs() <= 1e-5 + 1e-5 * want.double().abs()).all()))
         if not ok:
-            expected = hf_to_course(state, config["n_heads"], config["n_kv_heads"], config["n_layers"])
+            expected = _hf_to_course(state, config["n_heads"], config["n_kv_heads"], config["n_layers"])
             loaded = got["loaded"] if isinstance(got["loaded"], dict) else {}
             where, hint = _first_wrong(loaded, expected, config)
             if where:
@@ -551,9 +459,9 @@ def _load_case(kind):
         expect_close("load_llama_weights", out, want, case=case, atol=1e-5, rtol=1e-5, what="logits")
 
 
-def load_llama_weights_matches():
+def test_load_llama_weights():
     _load_case("load")
 
 
-def load_llama_weights_gqa():
+def test_load_llama_weights_gqa():
     _load_case("load_gqa")
