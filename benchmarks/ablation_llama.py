@@ -121,8 +121,8 @@ class LlamaGPT(nn.Module):
         self.tok_emb = nn.Embedding(vocab_size, n_embd)
         self.blocks = nn.ModuleList(LlamaBlock(n_embd, n_head, n_kv_head, d_ff, block_size) for _ in range(n_layer))
         self.norm = RMSNorm(n_embd)
-        self.head = nn.Linear(n_embd, vocab_size, bias=False)
-        self.head.weight = self.tok_emb.weight
+        self.unembed = nn.Linear(n_embd, vocab_size, bias=False)
+        self.unembed.weight = self.tok_emb.weight
         for module in self.modules():      # chapter 7's initialisation, residual projections scaled down
             if isinstance(module, (nn.Linear, nn.Embedding)):
                 nn.init.normal_(module.weight, 0.0, 0.02)
@@ -137,7 +137,7 @@ class LlamaGPT(nn.Module):
         x = self.tok_emb(idx)
         for block in self.blocks:
             x = block(x)
-        logits = self.head(self.norm(x))
+        logits = self.unembed(self.norm(x))
         loss = None if targets is None else F.cross_entropy(logits.flatten(0, 1), targets.flatten())
         return logits, loss
 

@@ -87,8 +87,8 @@ class GPT(nn.Module):
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
         self.ln_f = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
-        self.head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)  # W_U
-        self.head.weight = self.tok_emb.weight                         # weight tying: W_U = W_E, both (V, d_model)
+        self.unembed = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)  # W_U
+        self.unembed.weight = self.tok_emb.weight                      # weight tying: W_U = W_E, both (V, d_model)
         self.apply(self._init)
         for name, p in self.named_parameters():                        # GPT-2: scale residual projections
             if name.endswith("proj.weight"):
@@ -112,7 +112,7 @@ class GPT(nn.Module):
         x = self.drop(self.tok_emb(idx) + self.pos_emb(torch.arange(T, device=idx.device)))
         for block in self.blocks:
             x = block(x)
-        logits = self.head(self.ln_f(x))
+        logits = self.unembed(self.ln_f(x))
         if targets is None:
             return logits, None
         return logits, F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
