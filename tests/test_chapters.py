@@ -130,3 +130,15 @@ def test_right_answers_get_full_marks(chapter, graded_class):
                 problems.append(f"right answers {name!r}: {test['name']} scored {test['score']}/{test['max_score']}: "
                                 f"{test['output'][:400]}")
     assert not problems, "\n".join(problems)
+
+
+def test_dtype_policy_stated(chapter):
+    """Every notebook states the same dtype policy, right after its setup cell (CONTRIBUTING.md)."""
+    nb = nbformat.read(chapter.source, as_version=4)
+    policy = [c for c in nb.cells if c.get("id") == "dtype-policy"]
+    assert len(policy) == 1 and policy[0].cell_type == "markdown", f"{chapter.name}: no dtype-policy cell"
+    first = nbformat.read(CHAPTERS[0].source, as_version=4)
+    assert policy[0].source == next(c.source for c in first.cells if c.get("id") == "dtype-policy"), (
+        f"{chapter.name}: the dtype-policy cell differs from chapter 1's")
+    index = nb.cells.index(policy[0])
+    assert nb.cells[index - 1].metadata.get("nbgrader", {}).get("grade_id") == "setup"
