@@ -27,3 +27,13 @@ def brief(value, limit: int = 6) -> str:
     if flat.size > limit:
         shown = shown[:-1] + " ...]"
     return shown
+
+
+def brief_pair(want: float, got: float) -> tuple[str, str]:
+    """Two numbers with as many significant digits as it takes to tell them apart (4 at least, 17 at most): a
+    message never says "expected -0.5716, got -0.5716"."""
+    for digits in range(4, 18):
+        shown = f"{float(want):.{digits}g}", f"{float(got):.{digits}g}"
+        if shown[0] != shown[1]:
+            return shown
+    return shown

@@ -72,6 +72,17 @@ def wrong_answers(chapter) -> list[dict]:
     return module.WRONG_ANSWERS
 
 
+def right_answers(chapter) -> dict[str, dict[str, str]]:
+    """`tests/right_answers/chNN_name.py`'s RIGHT_ANSWERS: variant set name -> {solution grade_id: source}."""
+    path = REPO / "tests" / "right_answers" / f"ch{chapter.name}.py"
+    if not path.exists():
+        return {}
+    spec = importlib.util.spec_from_file_location(f"right_{chapter.name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.RIGHT_ANSWERS
+
+
 def with_cells(chapter, replace: dict[str, str], extra_cells: list[tuple[str, str]] = ()):
     """The solution notebook with some cells' source replaced (by grade_id), and extra code cells inserted
     after given grade_ids ((after_grade_id, source), ...)."""
@@ -128,17 +139,21 @@ def pack(wrong: list[dict]) -> list[list[int]]:
 
 
 class GradedClass:
-    """A chapter's simulated class, graded: "solution", "released", and "groupNN" for each group of wrong answers."""
+    """A chapter's simulated class, graded: "solution", "released", "groupNN" for each group of wrong answers, and
+    "right_X" for each set X of right answers (every exercise replaced by a correct variant in another idiom)."""
 
     def __init__(self, chapter, tmp: Path):
         self.chapter = chapter
         self.wrong = wrong_answers(chapter)
         self.groups = pack(self.wrong)
+        self.right = right_answers(chapter)
         submissions = {"solution": nbformat.read(chapter.source, as_version=4),
                        "released": nbformat.read(chapter.release, as_version=4)}
         for g, group in enumerate(self.groups):
             replace = {k: v for i in group for k, v in self.wrong[i]["replace"].items()}
             submissions[f"group{g:02d}"] = with_cells(chapter, replace)
+        for name, replace in self.right.items():
+            submissions[f"right_{name}"] = with_cells(chapter, replace)
         self.results = grade_as_class(chapter, submissions, tmp)
 
     def losses(self, result: dict) -> list[str]:

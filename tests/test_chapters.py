@@ -1,8 +1,8 @@
 """Every chapter, by COURSE.md's definition of done: structure, release, and grading that can fail.
 
 Each chapter is graded once as a simulated class (conftest.py's `graded_class`): the solution (full marks), the
-released notebook (zero), and every wrong answer in tests/wrong_answers/ (exactly the listed test cells lose their
-points, nothing else does).
+released notebook (zero), every wrong answer in tests/wrong_answers/ (exactly the listed test cells lose their
+points, nothing else does), and every set of right answers in tests/right_answers/ (full marks).
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 
 from autograder.execute import split_hidden
 from autograder.release import release_notebook
-from conftest import CHAPTERS, grade_as_class, with_cells, wrong_answers
+from conftest import CHAPTERS, grade_as_class, right_answers, with_cells, wrong_answers
 
 pytestmark = pytest.mark.parametrize("chapter", CHAPTERS, ids=[c.name for c in CHAPTERS])
 
@@ -111,3 +111,34 @@ def test_every_lost_point_has_a_reason(chapter, graded_class):
     for result in graded_class(chapter).results.values():
         for test in result["tests"]:
             assert test["score"] == test["max_score"] or test["output"], f"a lost test without a reason: {test}"
+
+
+def test_right_answers_cover_every_exercise(chapter):
+    _, solutions, _ = cells_of(chapter)
+    sets = right_answers(chapter)
+    for exercise in (c.metadata.nbgrader.grade_id for c in solutions):
+        variants = {sets[name][exercise] for name in sets if exercise in sets[name]}
+        assert len(variants) >= 2, f"{chapter.name}: {exercise} has {len(variants)} right-answer variants, want 2"
+
+
+def test_right_answers_get_full_marks(chapter, graded_class):
+    graded = graded_class(chapter)
+    problems = []
+    for name in graded.right:
+        for test in graded.results[f"right_{name}"]["tests"]:
+            if test["score"] < test["max_score"]:
+                problems.append(f"right answers {name!r}: {test['name']} scored {test['score']}/{test['max_score']}: "
+                                f"{test['output'][:400]}")
+    assert not problems, "\n".join(problems)
+
+
+def test_dtype_policy_stated(chapter):
+    """Every notebook states the same dtype policy, right after its setup cell (CONTRIBUTING.md)."""
+    nb = nbformat.read(chapter.source, as_version=4)
+    policy = [c for c in nb.cells if c.get("id") == "dtype-policy"]
+    assert len(policy) == 1 and policy[0].cell_type == "markdown", f"{chapter.name}: no dtype-policy cell"
+    first = nbformat.read(CHAPTERS[0].source, as_version=4)
+    assert policy[0].source == next(c.source for c in first.cells if c.get("id") == "dtype-policy"), (
+        f"{chapter.name}: the dtype-policy cell differs from chapter 1's")
+    index = nb.cells.index(policy[0])
+    assert nb.cells[index - 1].metadata.get("nbgrader", {}).get("grade_id") == "setup"

@@ -39,14 +39,22 @@ def test_expect_close_accepts_answers_within_tolerance(got, want):
      "softmax: values differ from the reference for x=0: expected 1.5, got 1 (max |error| 0.5, "
      "tolerance 1e-06 + 0·|expected|)."),
     (np.float32(1.0), np.array(1.5), {},
-     "softmax: values differ from the reference: expected 1.5, got 1 (max |error| 0.5, tolerance 1e-06 + 0·|expected|)."),
+     "softmax: values differ from the reference: expected 1.5, got 1 (max |error| 0.5, tolerance 1.79e-05 + "
+     "1.19e-05·|expected| for a float32 answer)."),
     (torch.tensor(2.0), torch.tensor(1.0, dtype=torch.float64), {"what": "loss"},
+     "softmax: loss differ from the reference: expected 1, got 2 (max |error| 1, tolerance 1.19e-05 + "
+     "1.19e-05·|expected| for a float32 answer)."),
+    (torch.tensor(2.0, dtype=torch.float64), torch.tensor(1.0, dtype=torch.float64), {"what": "loss"},
      "softmax: loss differ from the reference: expected 1, got 2 (max |error| 1, tolerance 1e-06 + 0·|expected|)."),
+    # values that agree to 4 digits are printed with the digits that tell them apart
+    (np.array([-0.57161]), np.array([-0.57164]), {},
+     "softmax: values differ from the reference: at index [0] expected -0.57164, got -0.57161 (max |error| 3e-05, "
+     "tolerance 1e-06 + 0·|expected|)."),
     # the worst element, by how far past its tolerance it is, with its index
     (np.array([[1, 2, 3], [4, 5, 6.5]], dtype=np.float32), np.array([[1, 2, 3], [4, 5, 6.0]]),
      {"rtol": 1e-2, "hint": "Did you normalise along the right axis?"},
      "softmax: values differ from the reference: at index [1, 2] expected 6, got 6.5 (max |error| 0.5, "
-     "tolerance 1e-06 + 0.01·|expected|). Did you normalise along the right axis?"),
+     "tolerance 7.15e-05 + 0.01·|expected| for a float32 answer). Did you normalise along the right axis?"),
     (np.array([1.0, -np.inf]), np.array([1.0, np.inf]), {},
      "softmax: values differ from the reference: at index [1] expected inf, got -inf (max |error| inf, "
      "tolerance 1e-06 + 0·|expected|)."),
@@ -65,6 +73,22 @@ def test_expect_close_accepts_answers_within_tolerance(got, want):
 ])
 def test_expect_close_names_what_is_wrong(got, want, kwargs, line):
     assert message(expect_close, "softmax", got, want, atol=1e-6, **kwargs) == line
+
+
+@pytest.mark.parametrize("dtype", [np.float32, torch.float32])
+def test_expect_close_dtype_policy_float32_within_its_precision(dtype):
+    """The dtype policy: a float32 answer is held to float32's precision (FLOAT32_TOL), a float64 one to the
+    check's own tolerance; a float32 answer off by a formula's mistake still fails."""
+    want = np.random.default_rng(0).normal(size=(4, 5)) * 3
+    rounded = want.astype(np.float32) * np.float32(1 + 3e-7)  # a few float32 roundings off
+    wrong = (want * 1.001).astype(np.float32)
+    if dtype is torch.float32:
+        want, rounded, wrong = (torch.from_numpy(np.asarray(a)) for a in (want, rounded, wrong))
+    assert message(expect_close, "softmax", rounded, want, atol=1e-10, rtol=1e-8) is None
+    as64 = rounded.double() if dtype is torch.float32 else rounded.astype(np.float64)
+    assert message(expect_close, "softmax", as64, want, atol=1e-10, rtol=1e-8).startswith(
+        "softmax: values differ from the reference")
+    assert "for a float32 answer" in message(expect_close, "softmax", wrong, want, atol=1e-10, rtol=1e-8)
 
 
 def test_expect_close_does_not_warn_on_matching_infinities():

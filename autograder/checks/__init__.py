@@ -18,9 +18,16 @@ from __future__ import annotations
 import numpy as np
 
 from ..env import env
-from ..messages import CheckFailed, brief, describe_shape
+from ..messages import CheckFailed, brief, brief_pair, describe_shape
 
-__all__ = ["env", "CheckFailed", "rng", "expect", "expect_close", "expect_equal", "expect_shape", "expect_type"]
+__all__ = ["env", "CheckFailed", "rng", "expect", "expect_close", "expect_equal", "expect_shape", "expect_type",
+           "FLOAT32_TOL", "held_as"]
+
+# The dtype policy (stated in the book's notation page and CONTRIBUTING.md): an answer may be float32 or float64.
+# A check states the tolerance a float64 answer meets; `expect_close` widens it for an answer of lower precision
+# (float32, and float16/bfloat16 held to float32's standard) to at least FLOAT32_TOL relative and FLOAT32_TOL times
+# the reference's largest magnitude absolute: about a hundred float32 roundings, far below any formula's mistake.
+FLOAT32_TOL = 100 * float(np.finfo(np.float32).eps)  # 1.19e-05
 
 
 def rng(seed: int) -> np.random.Generator:
@@ -74,12 +81,38 @@ def expect_equal(exercise: str, got, want, case: str = "", hint: str = "", what:
         )
 
 
+def held_as(got, x: np.ndarray) -> np.ndarray:
+    """`x` (float64) as an answer of `got`'s dtype holds it: rounded to float32 for a float32 answer, else as is.
+    Where inputs are large (logits near 1000), rounding the input moves the exact answer by more than float32's
+    precision; the reference of a float32 answer is then computed from the rounded input (the dtype policy)."""
+    return x.astype(np.float32).astype(np.float64) if _low_precision(got) else x
+
+
+def _low_precision(got) -> bool:
+    """A float answer held in fewer than 64 bits (NumPy or torch)."""
+    dtype = getattr(got, "dtype", None)
+    if dtype is None:
+        return False
+    if isinstance(dtype, np.dtype):
+        return dtype.kind in "fc" and dtype.itemsize < (8 if dtype.kind == "f" else 16)
+    return bool(getattr(dtype, "is_floating_point", False)) and getattr(dtype, "itemsize", 8) < 8
+
+
 def expect_close(exercise: str, got, want, *, atol: float, rtol: float = 0.0, case: str = "", hint: str = "",
                  what: str = "values") -> None:
-    """Type, shape, finiteness, then values within `atol + rtol * |want|`, with the worst element named."""
+    """Type, shape, finiteness, then values within `atol + rtol * |want|`, with the worst element named.
+    A float32 answer gets the dtype policy's tolerance at least (FLOAT32_TOL above)."""
     torch_kind = type(want).__module__.startswith("torch")
     expect_type(exercise, got, "tensor" if torch_kind else "ndarray", case, hint)
     expect_shape(exercise, got, want.shape, case, hint)
+    precision = ""
+    if _low_precision(got):
+        want_f = np.asarray(want.detach().double() if torch_kind else want, dtype=float)
+        finite = np.abs(want_f[np.isfinite(want_f)])
+        scale = float(finite.max()) if finite.size else 0.0
+        if rtol < FLOAT32_TOL or atol < FLOAT32_TOL * scale:
+            rtol, atol = max(rtol, FLOAT32_TOL), max(atol, FLOAT32_TOL * scale)
+            precision = f" for a {str(got.dtype).replace('torch.', '')} answer"
     got_a = np.asarray(got.detach().double() if torch_kind else got, dtype=float)
     want_a = np.asarray(want.detach().double() if torch_kind else want, dtype=float)
     bad_nan = np.isnan(got_a) & ~np.isnan(want_a)
@@ -98,8 +131,9 @@ def expect_close(exercise: str, got, want, *, atol: float, rtol: float = 0.0, ca
     if (error > allowed).any():
         worst = np.unravel_index(int(np.argmax(error - allowed)), error.shape)
         where = f" at index {[int(i) for i in worst]}" if at_index else ""
+        shown_want, shown_got = brief_pair(want_a[worst], got_a[worst])
         raise CheckFailed(
             f"{exercise}: {what} differ from the reference{_where(case)}:{where} expected "
-            f"{brief(want_a[worst])}, got {brief(got_a[worst])} (max |error| {float(error.max()):.3g}, "
-            f"tolerance {atol:g} + {rtol:g}·|expected|).{_hint(hint)}"
+            f"{shown_want}, got {shown_got} (max |error| {float(error.max()):.3g}, "
+            f"tolerance {atol:.3g} + {rtol:.3g}·|expected|{precision}).{_hint(hint)}"
         )

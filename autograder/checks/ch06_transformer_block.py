@@ -503,11 +503,21 @@ def test_TransformerBlock_residual():
 
 # ---------------------------------------------------------------- GPTLike
 
-_GPT_FORWARD = """
+# Weights load as strictly as load_state_dict(strict=True), except that a buffer the learner registered (nanoGPT's
+# persistent causal mask) is not a weight the check must supply.
+_LOAD_WEIGHTS = """
+def _load(module, weights):
+    missing, unexpected = module.load_state_dict(weights, strict=False)
+    buffers = dict(module.named_buffers())
+    if unexpected or any(key not in buffers for key in missing):
+        module.load_state_dict(weights)  # strict: torch's own message names the keys
+"""
+
+_GPT_FORWARD = _LOAD_WEIGHTS + """
 import torch
 model = GPTLike(vocab_size, d_model, n_heads, d_ff, n_layers, max_len)
 if sd is not None:
-    model.load_state_dict(sd)
+    _load(model, sd)
 model.eval()
 with torch.no_grad():
     logits = model(ids)
@@ -546,14 +556,14 @@ def test_GPTLike():
         expect_close("GPTLike", got, want, atol=1e-4, rtol=1e-4, case=case, what="logits", hint=hint)
 
 
-_GPT_PROBE = """
+_GPT_PROBE = _LOAD_WEIGHTS + """
 import torch
 model = GPTLike(vocab_size, d_model, n_heads, d_ff, n_layers, max_len)
-model.load_state_dict(sd)
+_load(model, sd)
 model.eval()
 with torch.no_grad():
     outs = [model(v) for v in variants]
-    model.load_state_dict(other_blocks)
+    _load(model, other_blocks)
     with_other_blocks = model(variants[0])
 """
 
@@ -846,8 +856,8 @@ def test_convert_gpt2():
 
 
 def test_convert_gpt2_names():
-    """Every entry of the result is a GPTLike parameter with GPTLike's shape: load_state_dict(strict=True) would
-    accept it (missing entries are the logits test's business: it names them)."""
+    """Every entry of the result is a GPTLike parameter with GPTLike's shape and GPT-2's values for it:
+    load_state_dict(strict=True) would accept it (missing entries are the logits test's business: it names them)."""
     for seed, V, T, d, h, L, n_inner in [(311, 23, 9, 12, 3, 2, None), (312, 31, 6, 20, 5, 3, 28)]:
         model = _tiny_gpt2(seed, V, T, d, h, L, n_inner)
         hf_sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -863,3 +873,10 @@ def test_convert_gpt2_names():
             expect(tuple(value.shape) == tuple(want[key].shape),
                    f"convert_gpt2: {key} has shape {tuple(value.shape)} for {case}; GPTLike's is "
                    f"{tuple(want[key].shape)}. A Conv1D weight is (in, out), an nn.Linear weight (out, in).")
+        # a name with the right shape earns nothing unless it holds the tensor GPT-2 keeps under it
+        wrong = [k for k, v in got.items() if not _same(v, want[k])]
+        expect(not wrong,
+               f"convert_gpt2: {wrong[0] if wrong else ''} has GPTLike's name and shape but not the values GPT-2 "
+               f"holds for it, for {case} ({len(wrong)} of {len(got)} entries differ). "
+               + (_gpt2_hint(got, want, 0, L) if all(k in got for k in want) else
+                  "Each entry must be GPT-2's tensor for that parameter (transposed where GPT-2 uses Conv1D)."))

@@ -8,6 +8,7 @@ seeds, float64 wherever values are compared, so the tolerances can be tight.
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 
@@ -412,6 +413,19 @@ def _ref_rope(x, positions, base):
 
 
 ROPE_TOL = dict(atol=1e-4, rtol=1e-4)
+_DTYPE_CLASH = re.compile(r"dtype|scalar type|Double|Float|can't be cast")
+
+
+def _call_rope(x, positions, case, **kwargs):
+    """The learner's apply_rope on float64 x; a dtype clash (float32 cos/sin tables kept from an earlier call, say)
+    is answered with the dtype policy, not only torch's words."""
+    try:
+        return env().call("apply_rope", x, positions, case=case, **kwargs)
+    except CheckFailed as failed:
+        if _DTYPE_CLASH.search(str(failed)):
+            raise CheckFailed(f"{failed} x is float64 here: float32 and float64 are both accepted, but cos and sin "
+                              "must follow x's dtype (build them with dtype=x.dtype, or .to(x.dtype)).") from None
+        raise
 
 
 def test_apply_rope():
@@ -420,7 +434,7 @@ def test_apply_rope():
         x = _randn(seed, *shape)
         positions = torch.arange(shape[-2])
         case = f"x of shape {shape}, positions 0..{shape[-2] - 1}, base=10000"
-        got = env().call("apply_rope", x, positions, case=case)
+        got = _call_rope(x, positions, case)
         expect_close("apply_rope", got, _ref_rope(x, positions, 10000.0), case=case, **ROPE_TOL,
                      hint="Rotate each interleaved pair (x[..., 2i], x[..., 2i+1]) by the angle p·base^(-2i/d); "
                           "index the last dimension so leading batch dimensions work.")
@@ -434,7 +448,7 @@ def test_apply_rope_positions():
         x = _randn(seed, n, d)
         pos = torch.tensor(positions)
         case = f"x of shape {(n, d)}, positions {positions}, base={base:g}"
-        got = env().call("apply_rope", x, pos, base=base, case=case)
+        got = _call_rope(x, pos, case, base=base)
         expect_close("apply_rope", got, _ref_rope(x, pos, base), case=case, **ROPE_TOL,
                      hint="Use the positions you are given (not 0..n-1) and the base argument.")
     # the score between a rotated query and key depends only on the offset between their positions

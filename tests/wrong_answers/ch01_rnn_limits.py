@@ -17,6 +17,20 @@ STEP_BATCH_ONLY = '''def rnn_step(x_t, h_prev, W_xh, W_hh, b_h):
     return np.tanh(np.einsum("bi,ij->bj", x_t, W_xh) + np.einsum("bi,ij->bj", h_prev, W_hh) + b_h)
 '''
 
+STEP_SHAPE_ONLY = '''def rnn_step(x_t, h_prev, W_xh, W_hh, b_h):
+    out = np.tanh(x_t @ W_xh + h_prev @ W_hh + b_h)
+    if out.ndim == 2:
+        return out
+    # shapes pass through, but rows come back in the wrong order
+    flat = out.reshape(-1, out.shape[-1])[::-1]
+    return flat.reshape(out.shape)
+'''
+
+STEP_SQUEEZE = '''def rnn_step(x_t, h_prev, W_xh, W_hh, b_h):
+    # squeezes away "useless" axes: a batch of one loses its batch axis
+    return np.squeeze(np.tanh(x_t @ W_xh + h_prev @ W_hh + b_h))
+'''
+
 STEP_TORCH = '''def rnn_step(x_t, h_prev, W_xh, W_hh, b_h):
     import torch
     cell = torch.nn.RNNCell(W_xh.shape[0], W_xh.shape[1], dtype=torch.float64)
@@ -185,9 +199,16 @@ SCORES_TORCH = '''def pairwise_scores(X):
 
 WRONG_ANSWERS = [
     # rnn_step
-    {"why": "forgets the tanh", "replace": {"rnn_step": STEP_NO_TANH}, "loses": ["test_rnn_step"]},
-    {"why": "uses W_hh transposed", "replace": {"rnn_step": STEP_TRANSPOSED_W_HH}, "loses": ["test_rnn_step"]},
-    {"why": "sigmoid instead of tanh", "replace": {"rnn_step": STEP_SIGMOID}, "loses": ["test_rnn_step"]},
+    {"why": "forgets the tanh", "replace": {"rnn_step": STEP_NO_TANH},
+     "loses": ["test_rnn_step", "test_rnn_step_shapes"]},
+    {"why": "uses W_hh transposed", "replace": {"rnn_step": STEP_TRANSPOSED_W_HH},
+     "loses": ["test_rnn_step", "test_rnn_step_shapes"]},
+    {"why": "sigmoid instead of tanh", "replace": {"rnn_step": STEP_SIGMOID},
+     "loses": ["test_rnn_step", "test_rnn_step_shapes"]},
+    {"why": "squeezes the result: a batch of one comes back without its batch axis",
+     "replace": {"rnn_step": STEP_SQUEEZE}, "loses": ["test_rnn_step"]},
+    {"why": "right shapes, values only for one batch axis: leading dimensions are flattened and the rows reversed",
+     "replace": {"rnn_step": STEP_SHAPE_ONLY}, "loses": ["test_rnn_step_shapes"]},
     {"why": "hard-codes one batch axis with einsum", "replace": {"rnn_step": STEP_BATCH_ONLY},
      "loses": ["test_rnn_step_shapes"]},
     {"why": "shortcut: torch.nn.RNNCell", "replace": {"rnn_step": STEP_TORCH},

@@ -252,7 +252,7 @@ CONVERT = '''def convert_gpt2(hf_state_dict, n_layers):
 WRONG_ANSWERS += [
     {"why": "convert_gpt2 reads c_attn's columns as [Q | V | K]: keys and values swapped",
      "replace": {"convert_gpt2": _edit(CONVERT, '("W_q", "W_k", "W_v")', '("W_q", "W_v", "W_k")')},
-     "loses": ["test_convert_gpt2"]},
+     "loses": ["test_convert_gpt2", "test_convert_gpt2_names"]},
     {"why": "convert_gpt2 transposes only the weights whose shape complains (the FFN's), not the square attention ones",
      "replace": {"convert_gpt2": _edit(_edit(CONVERT, 'sd[f"{ours}attn.{name}.weight"] = w.t()',
                                              'sd[f"{ours}attn.{name}.weight"] = w'),
@@ -260,7 +260,11 @@ WRONG_ANSWERS += [
                                        'sd[f"{ours}{mine}.weight"] = hf_state_dict[f"{hf}{theirs}.weight"]'
                                        '\n            if mine != "attn.W_o":\n'
                                        '                sd[f"{ours}{mine}.weight"] = sd[f"{ours}{mine}.weight"].t()')},
-     "loses": ["test_convert_gpt2"]},
+     "loses": ["test_convert_gpt2", "test_convert_gpt2_names"]},
+    {"why": "convert_gpt2 returns GPTLike's names and shapes with freshly initialised values (names and shapes alone "
+            "earn nothing)",
+     "replace": {"convert_gpt2": _edit(CONVERT, "return sd", "return {k: torch.randn_like(v) for k, v in sd.items()}")},
+     "loses": ["test_convert_gpt2", "test_convert_gpt2_names"]},
     {"why": "convert_gpt2 leaves out the final LayerNorm (ln_f keeps its initial ones and zeros)",
      "replace": {"convert_gpt2": _edit(CONVERT, '''    sd["ln_f.weight"] = hf_state_dict["transformer.ln_f.weight"]
     sd["ln_f.bias"] = hf_state_dict["transformer.ln_f.bias"]

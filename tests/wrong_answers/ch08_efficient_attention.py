@@ -326,6 +326,25 @@ WRONG_ANSWERS = [
         )},
         "loses": ["test_apply_rope", "test_apply_rope_positions"],
     },
+    {
+        "why": "keeps float32 rotation matrices and applies them with einsum: float64 x (the check's) raises a dtype "
+               "error, answered with the dtype policy (cos and sin must follow x's dtype)",
+        "replace": {"apply_rope": (
+            "def apply_rope(x, positions, base=10000.0):\n"
+            "    d = x.shape[-1]\n"
+            "    theta = base ** (-torch.arange(0, d, 2, dtype=torch.float32) / d)\n"
+            "    angles = positions.float()[:, None] * theta[None, :]\n"
+            "    c, s = torch.cos(angles), torch.sin(angles)\n"
+            "    R = torch.zeros(len(positions), d, d)\n"
+            "    i = torch.arange(0, d, 2)\n"
+            "    R[:, i, i] = c\n"
+            "    R[:, i + 1, i + 1] = c\n"
+            "    R[:, i + 1, i] = -s\n"
+            "    R[:, i, i + 1] = s\n"
+            "    return torch.einsum('...nd,nde->...ne', x, R)\n"
+        )},
+        "loses": ["test_apply_rope", "test_apply_rope_positions"],
+    },
     # ---------------------------------------------------------------- online_softmax_attention
     {
         "why": "transposes the key block with .T, which reverses every dimension of a batched tensor",
