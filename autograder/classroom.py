@@ -275,9 +275,10 @@ def _run_students(chapter: Chapter, root: Path, todo: dict[str, Entry], tmp: Pat
     died."""
     context = _workers(chapter)
     queue = sorted(todo)
-    (tmp / "k").mkdir(exist_ok=True)
     (tmp / "answers").mkdir(exist_ok=True)
-    settings = dict(grading, scratch_root=str(tmp / "k"))
+    # The kernels' work folders go straight into `tmp`: their Unix sockets' paths must stay under 108 bytes even
+    # when TMPDIR is a long path (a test's own temp folder, say).
+    settings = dict(grading, scratch_root=str(tmp))
     workers: list[_Worker] = []
 
     def start_worker() -> _Worker:
