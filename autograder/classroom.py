@@ -208,9 +208,9 @@ def _random_states() -> list:
 def _worker(chapter: Chapter, tasks, template: str, settings: dict) -> None:
     """A worker process: grades the students sent through `tasks` one after the other, each in a course folder and
     a sandboxed kernel of its own, and answers each with its answer file's path. A student leaves nothing here that
-    the next one meets: the folders and the kernel are gone when its answer is written; what stays is what any
-    student's grading loads alike (modules, nbgrader's feedback templates), and the random generators are set back
-    to where they started."""
+    the next one meets: its folders and its kernel are gone when its answer is written, nothing from its kernel is
+    ever run here (answers are data), the random generators are set back to where they started, and what stays is
+    the grader's own: modules it imported (never one a notebook names) and nbgrader's compiled feedback templates."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops every worker
     warnings.filterwarnings("ignore")
     feedback_exporter(Path(template))  # built from the class's template, never from a student's folder
