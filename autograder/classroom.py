@@ -12,10 +12,12 @@ import json
 import multiprocessing
 import multiprocessing.connection as mp_connection
 import os
+import re
 import shutil
 import signal
 import stat
 import statistics
+import sys
 import tempfile
 import time
 import unicodedata
@@ -29,8 +31,8 @@ from tqdm import tqdm
 from . import shards
 from .course import Chapter, CourseError
 from .sandbox import sweep_cgroups
-from .grading import (MAX_NOTEBOOK_BYTES, Result, SubmissionError, check_size, cpu_count, grade_one, max_score,
-                      prepare)
+from .grading import (MAX_NOTEBOOK_BYTES, Result, SubmissionError, check_size, cpu_count, feedback_exporter,
+                      forbidden_patterns, grade_one, max_score, prepare)
 
 ID_PUNCTUATION = "._-@"
 MAX_ID_LENGTH = 64
@@ -168,8 +170,6 @@ def _grade_student(chapter: Chapter, student: str, root: str, parts: tuple[str, 
                    time_limit: int, memory: int, sandbox: bool, scratch_root: str, answer: str) -> None:
     """In a worker process: grade one student; write {"result": results.json, "feedback": HTML or None} to
     `answer`. Never raises: whatever happens is in the result."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops every worker
-    warnings.filterwarnings("ignore")
     label = Path(*parts[1:])
     result = Result(notebook=label.name, chapter=chapter.name, max_score=max_score(chapter))
     feedback = None
@@ -190,6 +190,46 @@ def _grade_student(chapter: Chapter, student: str, root: str, parts: tuple[str, 
     Path(answer).write_text(json.dumps({"result": result.to_json(), "feedback": feedback}))
 
 
+def _random_states() -> list:
+    """(restore, state) of every random generator the grader's checks could draw from unseeded: Python's, NumPy's
+    and torch's global ones, as a fresh worker has them."""
+    import random
+
+    states = [(random.setstate, random.getstate())]
+    numpy = sys.modules.get("numpy")
+    if numpy is not None:
+        states.append((numpy.random.set_state, numpy.random.get_state()))
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        states.append((torch.set_rng_state, torch.get_rng_state()))
+    return states
+
+
+def _worker(chapter: Chapter, tasks, template: str, settings: dict) -> None:
+    """A worker process: grades the students sent through `tasks` one after the other, each in a course folder and
+    a sandboxed kernel of its own, and answers each with its answer file's path. A student leaves nothing here that
+    the next one meets: its folders and its kernel are gone when its answer is written, nothing from its kernel is
+    ever run here (answers are data), the random generators are set back to where they started, and what stays is
+    the grader's own: modules it imported (never one a notebook names) and nbgrader's compiled feedback templates."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops every worker
+    warnings.filterwarnings("ignore")
+    feedback_exporter(Path(template))  # built from the class's template, never from a student's folder
+    fresh = _random_states()
+    while True:
+        try:
+            task = tasks.recv()
+        except (EOFError, OSError):
+            return
+        if task is None:
+            return
+        for restore, state in fresh:
+            restore(state)
+        student, root, parts, workdir, answer = task
+        _grade_student(chapter, student, root, parts, template, workdir, settings["time_limit"],
+                       settings["memory"], settings["sandbox"], settings["scratch_root"], answer)
+        tasks.send(answer)
+
+
 def _error_page(student: str, chapter: Chapter, reason: str) -> str:
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(chapter.name)}: "
             f"{html.escape(student)}</title></head><body><h1>{html.escape(chapter.name)}</h1>"
@@ -199,55 +239,121 @@ def _error_page(student: str, chapter: Chapter, reason: str) -> str:
 def _workers(chapter: Chapter):
     """Processes that start from a clean interpreter: a process that has run torch's OpenMP pool can't be forked
     safely (the child's first parallel op waits for ever in libgomp), so workers fork from a forkserver that has
-    only imported the grader and this chapter's checks, never run them."""
+    only imported the grader, this chapter's checks and the packages its static scan resolves names in (torch for
+    most chapters: seconds to import), never run them."""
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["autograder.classroom", chapter.checks_module])
+    roots = {re.match(r"[A-Za-z_]\w*", p) for p in forbidden_patterns(chapter)}  # as static._load_roots reads them
+    roots = sorted({r.group(0) for r in roots if r} - {"autograder"})
+    preload = ["autograder.classroom", chapter.checks_module]
+    context.set_forkserver_preload(preload + [r for r in roots if _installed(r)])
     return context
+
+
+def _installed(name: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+@dataclass
+class _Worker:
+    process: multiprocessing.Process
+    tasks: mp_connection.Connection
+    student: str | None = None  # the student it is grading, None while idle
+    started: float = 0.0
+    answer: Path | None = None
 
 
 def _run_students(chapter: Chapter, root: Path, todo: dict[str, Entry], tmp: Path, *, jobs: int,
                   student_time_limit: int, on_done, **grading) -> None:
-    """Grade `todo` with at most `jobs` worker processes, one process per student. A student whose grading runs
-    past `student_time_limit` seconds (replays included) is stopped from here, and the class goes on."""
+    """Grade `todo` with at most `jobs` long-lived worker processes, each fed one student at a time. A student whose
+    grading runs past `student_time_limit` seconds (replays included) is stopped from here by killing its worker
+    (and the worker's kernel), the class goes on, and a new worker takes the next student; so does a worker that
+    died."""
     context = _workers(chapter)
     queue = sorted(todo)
-    running: dict[str, tuple] = {}
-    (tmp / "k").mkdir(exist_ok=True)
     (tmp / "answers").mkdir(exist_ok=True)
+    # The kernels' work folders go straight into `tmp`: their Unix sockets' paths must stay under 108 bytes even
+    # when TMPDIR is a long path (a test's own temp folder, say).
+    settings = dict(grading, scratch_root=str(tmp))
+    workers: list[_Worker] = []
+
+    def start_worker() -> _Worker:
+        ours, theirs = context.Pipe()
+        process = context.Process(target=_worker, daemon=True, args=(chapter, theirs, str(tmp / "template"), settings))
+        process.start()
+        theirs.close()
+        return _Worker(process, ours)
+
+    def stop(worker: _Worker) -> None:
+        worker.process.kill()
+        worker.process.join()
+        worker.tasks.close()
+        workers.remove(worker)
+        sweep_cgroups()  # its kernel: the cgroups of a worker that is gone
+
+    def finish(worker: _Worker, late: bool) -> None:
+        student, answer = worker.student, worker.answer
+        worker.student = worker.answer = None
+        try:
+            data = json.loads(answer.read_text())
+            result, feedback = data["result"], data["feedback"]
+        except (OSError, ValueError, KeyError):
+            reason = (f"grading stopped after {student_time_limit} s, the time limit per student" if late
+                      else f"grading failed: the worker ended with exit code {worker.process.exitcode}")
+            result = Result(notebook=todo[student].notebook[-1], chapter=chapter.name,
+                            max_score=max_score(chapter), error=reason).to_json()
+            feedback = None
+        on_done(student, result, feedback)
+
     try:
-        while queue or running:
-            while queue and len(running) < jobs:
-                student = queue.pop(0)
-                answer = tmp / "answers" / f"{uuid.uuid4().hex}.json"
-                process = context.Process(target=_grade_student, daemon=True, args=(
-                    chapter, student, str(root), todo[student].notebook, str(tmp / "template"),
-                    str(tmp / "students" / uuid.uuid4().hex[:12]), grading["time_limit"], grading["memory"],
-                    grading["sandbox"], str(tmp / "k"), str(answer)))
-                process.start()
-                running[student] = (process, time.monotonic(), answer)
-            mp_connection.wait([p.sentinel for p, _, _ in running.values()], timeout=1.0)
-            for student, (process, started, answer) in list(running.items()):
-                late = time.monotonic() - started > student_time_limit
-                if process.is_alive() and not late:
+        while queue or any(w.student for w in workers):
+            for worker in [w for w in workers if not w.process.is_alive() and not w.student]:
+                stop(worker)  # an idle worker that died: replaced below if students are left
+            while queue and len(workers) < min(jobs, len(queue) + sum(1 for w in workers if w.student)):
+                workers.append(start_worker())
+            for worker in workers:
+                if worker.student or not queue:
                     continue
-                if process.is_alive():
-                    process.kill()
-                process.join()
-                del running[student]
+                student = queue.pop(0)
+                worker.student, worker.started = student, time.monotonic()
+                worker.answer = tmp / "answers" / f"{uuid.uuid4().hex}.json"
                 try:
-                    data = json.loads(answer.read_text())
-                    result, feedback = data["result"], data["feedback"]
-                except (OSError, ValueError, KeyError):
-                    reason = (f"grading stopped after {student_time_limit} s, the time limit per student" if late
-                              else f"grading failed: the worker ended with exit code {process.exitcode}")
-                    result = Result(notebook=todo[student].notebook[-1], chapter=chapter.name,
-                                    max_score=max_score(chapter), error=reason).to_json()
-                    feedback = None
-                on_done(student, result, feedback)
+                    worker.tasks.send((student, str(root), todo[student].notebook,
+                                       str(tmp / "students" / uuid.uuid4().hex[:12]), str(worker.answer)))
+                except OSError:  # it died meanwhile: its sentinel says so below
+                    pass
+            busy = [w for w in workers if w.student]
+            mp_connection.wait([w.tasks for w in busy] + [w.process.sentinel for w in busy], timeout=1.0)
+            for worker in busy:
+                try:
+                    done = worker.tasks.poll()
+                    if done:
+                        worker.tasks.recv()
+                except (EOFError, OSError):
+                    done = False
+                if done:
+                    finish(worker, late=False)
+                    continue
+                late = time.monotonic() - worker.started > student_time_limit
+                if worker.process.is_alive() and not late:
+                    continue
+                stop(worker)
+                finish(worker, late)
     finally:
-        for process, _, _ in running.values():
-            process.kill()
-            process.join()
+        for worker in workers:
+            try:
+                worker.tasks.send(None)
+            except OSError:
+                pass
+        for worker in workers:
+            worker.process.join(timeout=5 if not worker.student else 0)
+            if worker.process.is_alive():
+                worker.process.kill()
+                worker.process.join()
         sweep_cgroups()  # the kernels of killed workers
 
 

@@ -458,6 +458,18 @@ class SafeFeedbackExporter(HTMLExporter):
 _feedback_exporter = None
 
 
+def feedback_exporter(root: Path) -> SafeFeedbackExporter:
+    """The process's feedback exporter, configured as GenerateFeedback configures it for the course at `root` (the
+    first caller's: nothing of the course folder is used to render)."""
+    global _feedback_exporter
+    if _feedback_exporter is None:
+        config = GenerateFeedback(coursedir=CourseDirectory(config=nbgrader_config(root)),
+                                  config=nbgrader_config(root)).config
+        config.HTMLExporter.sanitize_html = True
+        _feedback_exporter = SafeFeedbackExporter(config=config)
+    return _feedback_exporter
+
+
 def write_feedback(root: Path, chapter: Chapter, student: str) -> Path:
     """nbgrader's feedback page (its GetGrades preprocessor and 'feedback' template, configured as GenerateFeedback
     configures them), with one exporter kept per process: building it is most of GenerateFeedback's cost.
@@ -466,12 +478,7 @@ def write_feedback(root: Path, chapter: Chapter, student: str) -> Path:
     notebook is released), and the learner's HTML and Markdown are sanitised (nbconvert's `sanitize_html`, which
     runs bleach over Markdown cells and HTML outputs and drops JavaScript outputs), so the page an instructor
     opens runs none of the learner's script."""
-    global _feedback_exporter
-    if _feedback_exporter is None:
-        config = GenerateFeedback(coursedir=CourseDirectory(config=nbgrader_config(root)),
-                                  config=nbgrader_config(root)).config
-        config.HTMLExporter.sanitize_html = True
-        _feedback_exporter = SafeFeedbackExporter(config=config)
+    exporter = feedback_exporter(root)
     graded = root / "autograded" / student / chapter.name / f"{chapter.name}.ipynb"
     nb = nbformat.read(graded, as_version=4)
     resources = {"nbgrader": {"notebook": chapter.name, "assignment": chapter.name, "student": student,
@@ -491,7 +498,7 @@ def write_feedback(root: Path, chapter: Chapter, student: str) -> Path:
             # gets there (nor file names, nor the `isolated` switch)
             output["metadata"] = {}
     nb, resources = CSSHTMLHeaderPreprocessor().preprocess(nb, resources)
-    body, _ = _feedback_exporter.from_notebook_node(nb, resources)
+    body, _ = exporter.from_notebook_node(nb, resources)
     page = root / "feedback" / student / chapter.name / f"{chapter.name}.html"
     page.parent.mkdir(parents=True, exist_ok=True)
     page.write_text(body)

@@ -196,8 +196,15 @@ def _own_cgroup(controller: str) -> str:
     return ""
 
 
-def kill_cgroup(paths: list[Path]) -> int:
-    """Kill every process left in the kernel's cgroups and remove them; return how many were killed."""
+def kill_cgroup(paths: list[Path], grace: float = 1.0) -> int:
+    """Kill every process left in the kernel's cgroups and remove them; return how many were killed.
+
+    Processes already on their way out get `grace` seconds to go by themselves: a sandbox's processes die with its
+    namespace, and one with much memory stays listed while the kernel frees it (on a busy machine, long enough to
+    be counted as left behind by the notebook, so that the same notebook's report changed from run to run)."""
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and any(_pids(path) for path in paths):
+        time.sleep(0.02)
     killed = 0
     for path in paths:
         if not path.is_dir():

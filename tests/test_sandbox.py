@@ -256,10 +256,7 @@ def _interrupt_when_a_kernel_runs(command: list[str], tmp: Path, logs: Path) -> 
 
 
 @pytest.mark.timeout(600)
-# `grade` is left out here: started from a pytest worker after other tests, its kernels' work folders were gone before
-# their launcher ran (not reproduced by hand; see the closing note of stop 18). Its cleanup after a normal run is
-# checked by the class-of-cheats tests, and its workers ignore Ctrl-C so that the parent alone stops them.
-@pytest.mark.parametrize("command", ["check"])
+@pytest.mark.parametrize("command", ["check", "grade"])
 def test_ctrl_c_leaves_no_folder_process_or_cgroup(tmp_path, command):
     tmp = tmp_path / "tmp"
     tmp.mkdir()
@@ -288,26 +285,3 @@ def test_ctrl_c_leaves_no_folder_process_or_cgroup(tmp_path, command):
                 for g in base.iterdir() if g.is_dir() and g.name.split("-")[0].isdigit()
                 and not Path(f"/proc/{g.name.split('-')[0]}").exists()]
     assert orphaned == [], "cgroups of a finished grader were left behind"
-
-
-@pytest.mark.timeout(400)
-def test_a_student_past_the_time_limit_gets_a_row_and_the_class_goes_on(tmp_path):
-    import nbformat
-
-    from autograder.classroom import grade_class
-    from autograder.course import chapter
-
-    ch = chapter("04_attention")
-    slow = nbformat.read(ch.source, as_version=4)
-    # every cell under the per-cell limit, the whole notebook over the per-student one
-    slow.cells[1:1] = [nbformat.v4.new_code_cell("import time\ntime.sleep(9)") for _ in range(10)]
-    for student, nb in {"quick": nbformat.read(ch.source, as_version=4), "slow": slow}.items():
-        (tmp_path / "subs" / student).mkdir(parents=True)
-        nbformat.write(nb, tmp_path / "subs" / student / f"{ch.name}.ipynb")
-    grade_class(ch, tmp_path / "subs", tmp_path / "out", jobs=2, progress=False, student_time_limit=60)
-    quick = json.loads((tmp_path / "out" / "quick" / "results.json").read_text())
-    late = json.loads((tmp_path / "out" / "slow" / "results.json").read_text())
-    assert quick["score"] == quick["max_score"] > 0
-    assert late["score"] == 0 and late["error"] == "grading stopped after 60 s, the time limit per student"
-    rows = (tmp_path / "out" / "grades.csv").read_text().splitlines()
-    assert len(rows) == 3 and any(r.startswith("slow,") and "time limit" in r for r in rows)
