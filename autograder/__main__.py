@@ -143,7 +143,8 @@ def parser() -> argparse.ArgumentParser:
     grade.add_argument("chapter")
     grade.add_argument("submissions")
     grade.add_argument("--out", required=True, help="folder for grades.csv, results.json and feedback")
-    grade.add_argument("--jobs", type=int, default=0, help="students graded at once (default: number of cores)")
+    grade.add_argument("--jobs", type=int, default=0,
+                       help="students graded at once (default: one more than the cores, as memory allows)")
     grade.add_argument("--no-progress", action="store_true")
     grade.add_argument("--student-time-limit", type=int, default=1200,
                        help="seconds for one student's whole grading, restarts included (default 1200)")
