@@ -32,7 +32,7 @@ from nbgrader.preprocessors import Execute
 from traitlets import Bool, Callable, Dict, Integer, List, Unicode
 
 from . import env as envs
-from . import kernel_shim, sandbox, static, tripwires
+from . import hints, kernel_shim, sandbox, static, tripwires
 from .feedback import CheckFailed
 
 HIDDEN_BEGIN, HIDDEN_END = "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"
@@ -265,21 +265,104 @@ class SandboxedExecute(Execute):
         cell.source = trusted
         shown = [o for o in cell.outputs if o.output_type == "display_data"
                  or (o.output_type == "stream" and o.name == "stdout")]
+        exercise = exercise_of(grade_id, self._exercise_ids())
+        note = None
         if problem:
             errors = [o for o in cell.outputs if o.output_type == "error"]
             reason = _first_line(errors[-1]) if errors else problem
+            frames = self._frames(errors[-1], problem) if errors and not self._broken else []
+            blamed = self._failed_dependencies(exercise, visible, frames) if hidden.strip() and frames is not None \
+                else []
             if self._broken:
                 verdict = f"{grade_id}: not run: {self._broken}"
+            elif blamed:
+                # the visible test ran the learner's earlier, already-charged exercise: only the hidden section, which
+                # swaps in references, decides this cell
+                note = dependency_note(exercise, blamed)
+                verdict = self._judge(grade_id, hidden)
             elif reason.startswith("NotImplementedError"):
                 verdict = f"{grade_id}: not attempted yet (the exercise still raises NotImplementedError)"
+            elif errors and errors[-1].get("ename") != "AssertionError" and problem == "error":
+                verdict = hints.describe(
+                    exercise or grade_id, str(errors[-1].get("ename", "Error")), str(errors[-1].get("evalue", "")),
+                    frames or [], sources=self._solution_sources())
             else:
                 verdict = f"{grade_id}: a visible test failed: {reason}"
         else:
             verdict = self._judge(grade_id, hidden)
+        if exercise and verdict:
+            self._failed_exercises().add(exercise)
         if verdict:
-            cell.outputs = shown + [_error("TestFailed", verdict)]
+            cell.outputs = shown + [_error("TestFailed", f"{verdict} ({note})" if note else verdict)]
         else:
-            cell.outputs = shown + [_stream(f"{grade_id}: {PASS_MARK}\n")]
+            cell.outputs = shown + [_stream(f"{grade_id}: {PASS_MARK}" + (f" by the hidden tests; {note}" if note
+                                                                         else "") + "\n")]
+
+    # --- which exercise a failure belongs to --------------------------------------------------------------------
+    def _exercise_ids(self) -> list[str]:
+        return [c.metadata["nbgrader"]["grade_id"] for c in self.nb.cells
+                if c.cell_type == "code" and c.metadata.get("nbgrader", {}).get("solution")
+                and c.metadata["nbgrader"].get("grade_id")]
+
+    def _solution_sources(self) -> dict[str, str]:
+        return {c.metadata["nbgrader"]["grade_id"]: c.source for c in self.nb.cells
+                if c.cell_type == "code" and c.metadata.get("nbgrader", {}).get("solution")
+                and c.metadata["nbgrader"].get("grade_id")}
+
+    def _failed_exercises(self) -> set[str]:
+        """Exercises that have lost a test cell so far in this notebook."""
+        if getattr(self, "_failed_nb", None) is not self.nb:
+            self._failed_nb, self._failed = self.nb, set()
+        return self._failed
+
+    def _frames(self, error, problem) -> list[hints.Frame] | None:
+        """The notebook frames of the error, each with the exercise whose solution cell holds it and, where the
+        kernel tells, the shapes of its locals. None when the cell did not fail by raising (a time-out, a crash)."""
+        if problem != "error":
+            return None
+        frames = hints.frames_from_traceback(list(error.get("traceback", [])))
+        by_count = {c.execution_count: c.metadata["nbgrader"]["grade_id"] for c in self.nb.cells[:self._index]
+                    if c.cell_type == "code" and c.get("execution_count") is not None
+                    and c.metadata.get("nbgrader", {}).get("solution")}
+        for frame in frames:
+            frame.exercise = by_count.get(frame.cell)
+        for frame, shapes in zip(reversed(frames), reversed(self._frame_shapes(len(frames)))):
+            frame.shapes = shapes
+        return frames
+
+    def _frame_shapes(self, count: int) -> list[dict[str, tuple]]:
+        """Shapes of the array-like locals of the last error's notebook frames, outermost first, as the kernel reports
+        them (`sys.last_traceback`); [] when it does not answer. Learner-controlled: used in messages only."""
+        if not count:
+            return []
+        nonce = secrets.token_hex(8)
+        try:
+            probe = self._execute(SHAPES_PROBE.replace("NONCE", nonce), store_history=False)
+        except (CellTimeoutError, DeadKernelError):
+            return []
+        for output in probe.outputs:
+            text = output.get("text", "") if output.output_type == "stream" else ""
+            for line in text.splitlines():
+                if line.startswith(nonce):
+                    try:
+                        found = json.loads(line[len(nonce):])
+                        return [{str(k): tuple(int(n) for n in v) for k, v in dict(f).items()}
+                                for f in found][-count:]
+                    except (ValueError, TypeError):
+                        return []
+        return []
+
+    def _failed_dependencies(self, exercise, visible, frames) -> list[str]:
+        """Other exercises that have already lost a test and that this failure ran: a notebook frame in their cell,
+        or a name of theirs that this exercise's code or the visible test refers to (the static scan)."""
+        failed = self._failed_exercises() - {exercise}
+        if not failed or not exercise:
+            return []
+        used = {f.exercise for f in frames if f.exercise}
+        if getattr(self, "_scan", None) is None:
+            self._scan = static.Notebook.from_cells(learner_cells(self.nb, self.provided))
+        used |= self._scan.exercises_used(exercise, extra_source=visible)
+        return sorted(used & failed, key=self._exercise_ids().index)
 
     def _judge(self, grade_id: str, hidden: str) -> str | None:
         """Run a hidden section here, against the learner's kernel; return the failure line or None."""
@@ -359,6 +442,45 @@ class SandboxedExecute(Execute):
             return None
         self._kept[key] = kept + size
         return super().output(outs, msg, display_id, cell_index)
+
+
+SHAPES_PROBE = """
+def _autograder_probe():
+    import json, sys
+    try:
+        files = get_ipython().compile._filename_map
+    except Exception:
+        files = {}
+    tb, found = getattr(sys, "last_traceback", None), []
+    while tb is not None:
+        frame = tb.tb_frame
+        if frame.f_code.co_filename in files:
+            shapes = {}
+            for name, value in list(frame.f_locals.items())[:40]:
+                shape = getattr(value, "shape", None)
+                if not name.startswith("__") and isinstance(shape, tuple) and len(shape) <= 8:
+                    shapes[name] = [int(n) for n in shape]
+            found.append(shapes)
+        tb = tb.tb_next
+    sys.stdout.write("NONCE" + json.dumps(found[-8:]) + "\\n")
+try:
+    _autograder_probe()
+finally:
+    del _autograder_probe
+"""
+
+
+def exercise_of(grade_id: str, exercises) -> str | None:
+    """The exercise a test cell belongs to: `test_<exercise>` or `test_<exercise>_<aspect>` (the longest match)."""
+    matches = [e for e in exercises if grade_id == f"test_{e}" or grade_id.startswith(f"test_{e}_")]
+    return max(matches, key=len) if matches else None
+
+
+def dependency_note(exercise: str | None, blamed: list[str]) -> str:
+    names = ", ".join(blamed)
+    which = "which" if len(blamed) == 1 else "each of which"
+    return (f"its visible test failed, but {exercise or 'this exercise'} depends on {names}, {which} failed its own "
+            f"test: fix {names} first")
 
 
 def learner_cells(nb, provided=()) -> list[static.Cell]:

@@ -342,6 +342,48 @@ class Notebook:
                 todo += [n for n in names if n not in seen_names]
         return uses, unknown
 
+    def exercises_used(self, exercise: str, extra_source: str = "") -> set[str]:
+        """The other exercises whose names the exercise's code refers to: its own cell, the learner's definitions it
+        refers to (followed), and `extra_source` (a test's code). Another exercise's cell is not followed."""
+        own = {i for i, c in enumerate(self.cells) if c.kind == "exercise" and c.grade_id == exercise}
+        todo = []
+        for i in own:
+            if self.cells[i].tree is not None:
+                local = _function_locals(self.cells[i].tree)  # a function's own `weights` is not a global's
+                todo += [n for n in self.uses_in(i, self.cells[i].tree)[2] if n not in local]
+        extra = parse(extra_source) if extra_source.strip() else None
+        if extra is not None:
+            todo += list(self.uses_in(-1, extra)[2])
+        used, seen, seen_sites = set(), set(), set()
+        while todo:
+            name = todo.pop()
+            if name in seen:
+                continue
+            seen.add(name)
+            for index, node in self.defs.get(name, []):
+                cell = self.cells[index]
+                if index in own or (index, id(node)) in seen_sites:
+                    continue
+                seen_sites.add((index, id(node)))
+                if cell.kind == "exercise":
+                    used.add(cell.grade_id)
+                else:
+                    todo += [n for n in self.uses_in(index, node)[2] if n not in seen]
+        return used - {exercise}
+
+
+def _function_locals(tree) -> set[str]:
+    """Names bound inside the bodies of the functions in a tree (arguments, assignments, loop variables)."""
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            for inner in ast.walk(node):
+                if isinstance(inner, ast.arg):
+                    names.add(inner.arg)
+                elif isinstance(inner, ast.Name) and isinstance(inner.ctx, ast.Store):
+                    names.add(inner.id)
+    return names
+
 
 def _top_level(tree) -> set[int]:
     """ids of the nodes that run at a cell's top level (not inside a function or class body)."""

@@ -11,7 +11,7 @@ import re
 import nbformat
 import pytest
 
-from autograder.execute import split_hidden
+from autograder.execute import exercise_of, split_hidden
 from autograder.release import release_notebook
 from conftest import CHAPTERS, grade_as_class, with_cells, wrong_answers
 
@@ -71,6 +71,20 @@ def test_wrong_answers_cover_every_test(chapter):
     for test in tests:
         grade_id = test.metadata.nbgrader.grade_id
         assert grade_id in alone, f"{chapter.name}: no wrong answer loses exactly {grade_id} (and nothing else)"
+
+
+@pytest.mark.unit
+def test_wrong_answers_lose_only_their_own_exercise(chapter):
+    """Each test cell charges only its own exercise: every cell a wrong answer loses belongs to an exercise the wrong
+    answer replaced (test_wrong_answers_lose_exactly_their_tests checks that nothing else is lost). A test cell's
+    exercise is read from its grade_id, as the grader reads it."""
+    _, solutions, _ = cells_of(chapter)
+    exercises = [c.metadata.nbgrader.grade_id for c in solutions]
+    problems = [f"wrong answer {i} ({w['why']}) loses {t}, a test of {exercise_of(t, exercises)}, but replaces only "
+                f"{sorted(w['replace'])}"
+                for i, w in enumerate(wrong_answers(chapter)) for t in w["loses"]
+                if exercise_of(t, exercises) not in w["replace"]]
+    assert not problems, "\n".join(problems)
 
 
 def test_solution_gets_full_marks(chapter, graded_class):

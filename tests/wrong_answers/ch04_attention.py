@@ -69,16 +69,18 @@ WRONG_ANSWERS = [
         "loses": ["test_attention_scores_batch"],
     },
     {
-        # the crash also reaches the visible batch test of scaled_dot_product_attention, which calls attention_scores
+        # the crash also reaches the visible batch test of scaled_dot_product_attention, which calls attention_scores:
+        # not charged there (attention_scores already failed its own test)
         "why": "uses K.T, which reverses all axes of a batched K",
         "replace": {"attention_scores": (
             "def attention_scores(Q, K):\n"
             "    return Q @ K.T / np.sqrt(Q.shape[-1])\n"
         )},
-        "loses": ["test_attention_scores_batch", "test_scaled_dot_product_attention_batch"],
+        "loses": ["test_attention_scores_batch"],
     },
     {
-        # a placeholder of the right shape must earn nothing; the visible sdpa batch test calls it too
+        # a placeholder of the right shape must earn nothing; the visible sdpa batch test calls it too, and is not
+        # charged for it
         "why": "right for 2-D input, zeros of the right shape for batched input",
         "replace": {"attention_scores": (
             "def attention_scores(Q, K):\n"
@@ -86,7 +88,7 @@ WRONG_ANSWERS = [
             "        return Q @ K.T / np.sqrt(Q.shape[-1])\n"
             "    return np.zeros(Q.shape[:-1] + K.shape[-2:-1])\n"
         )},
-        "loses": ["test_attention_scores_batch", "test_scaled_dot_product_attention_batch"],
+        "loses": ["test_attention_scores_batch"],
     },
     # ------------------------------------------------------------------ causal_mask
     {

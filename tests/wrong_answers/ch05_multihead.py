@@ -102,6 +102,17 @@ MHA_SHORTCUT = _variant(
     "        heads = F.scaled_dot_product_attention(q, k, v, attn_mask=None if mask is None else mask.unsqueeze(-3))\n"
     "        heads = heads.transpose(1, 2).reshape(b, n_q, d)\n")
 
+# A correct module built from the learner's own helpers, as the chapter invites: with a broken or unwritten helper its
+# visible tests fail, and only the helper's own test may lose points (the hidden tests swap in references).
+MHA_WITH_HELPERS = _variant(
+    _MHA, _MHA[_MHA.index("        b, n_q, n_k = x_q.shape[0]"):],
+    "        q, k, v = (split_heads(t, h) for t in (q, k, v))\n"
+    "        heads, weights = sdpa_torch(q, k, v, mask=None if mask is None else mask.unsqueeze(-3))\n"
+    "        return self.W_o(merge_heads(heads)), weights\n")
+SPLIT_UNWRITTEN = '''def split_heads(x, n_heads):
+    raise NotImplementedError()
+'''
+
 # ------------------------------------------------------------------ attention_params
 
 PARAMS_D_MODEL_SQUARED = '''def attention_params(n_layers, n_heads, d_model, d_head, bias=False):
@@ -141,6 +152,12 @@ WRONG_ANSWERS = [
     # split / merge
     {"why": "split_heads reshapes straight to (batch, heads, n, d_head): the missing permute",
      "replace": {"split_heads": SPLIT_NO_PERMUTE}, "loses": ["test_split_heads"]},
+    {"why": "split_heads without the permute, used by an otherwise correct MultiHeadAttention: charged to split_heads "
+            "alone",
+     "replace": {"split_heads": SPLIT_NO_PERMUTE, "MultiHeadAttention": MHA_WITH_HELPERS}, "loses": ["test_split_heads"]},
+    {"why": "split_heads not written yet, used by an otherwise correct MultiHeadAttention: charged to split_heads alone",
+     "replace": {"split_heads": SPLIT_UNWRITTEN, "MultiHeadAttention": MHA_WITH_HELPERS},
+     "loses": ["test_split_heads"]},
     {"why": "merge_heads reshapes without transposing back",
      "replace": {"merge_heads": MERGE_NO_PERMUTE}, "loses": ["test_merge_heads"]},
     # MultiHeadAttention
