@@ -187,7 +187,8 @@ def describe(exercise: str, ename: str, evalue: str, frames: list[Frame], *,
         inner = learner[-1]
         where = f" in {inner.function}" + (f", at `{inner.code}`" if inner.code else "")
         names = _names(inner.code)
-        shown = {n: s for n, s in inner.shapes.items() if n in names} or dict(list(inner.shapes.items())[:4])
+        # in the order the failing line names them
+        shown = {n: inner.shapes[n] for n in dict.fromkeys(names) if n in inner.shapes} or inner.shapes
         if shown:
             where += " with " + ", ".join(f"{n} {_shape(s)}" for n, s in list(shown.items())[:4])
     elif frames and frames[-1].code:
