@@ -32,7 +32,7 @@ from nbgrader.preprocessors import Execute
 from traitlets import Bool, Callable, Dict, Integer, List, Unicode
 
 from . import env as envs
-from . import hints, kernel_shim, sandbox, static, tripwires
+from . import kernel_shim, sandbox, static, tripwires
 from .feedback import CheckFailed
 
 HIDDEN_BEGIN, HIDDEN_END = "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"
@@ -258,6 +258,7 @@ class SandboxedExecute(Execute):
         return cell, self.resources
 
     def _grade_test_cell(self, cell, index, grade_id):
+        from . import hints
         trusted = self.trusted_tests[grade_id]
         visible, hidden = split_hidden(trusted)
         cell.source = visible
@@ -271,8 +272,10 @@ class SandboxedExecute(Execute):
             errors = [o for o in cell.outputs if o.output_type == "error"]
             reason = _first_line(errors[-1]) if errors else problem
             frames = self._frames(errors[-1], problem) if errors and not self._broken else []
-            blamed = self._failed_dependencies(exercise, visible, frames) if hidden.strip() and frames is not None \
-                else []
+            raised_in = [f.exercise for f in frames or [] if f.exercise]
+            unwritten = reason.startswith("NotImplementedError") and (raised_in or [exercise])[-1] == exercise
+            blamed = self._failed_dependencies(exercise, visible, frames) \
+                if hidden.strip() and frames is not None and not unwritten else []
             if self._broken:
                 verdict = f"{grade_id}: not run: {self._broken}"
             elif blamed:
@@ -318,12 +321,17 @@ class SandboxedExecute(Execute):
     def _frames(self, error, problem) -> list[hints.Frame] | None:
         """The notebook frames of the error, each with the exercise whose solution cell holds it and, where the
         kernel tells, the shapes of its locals. None when the cell did not fail by raising (a time-out, a crash)."""
+        from . import hints
+
         if problem != "error":
             return None
         frames = hints.frames_from_traceback(list(error.get("traceback", [])))
-        by_count = {c.execution_count: c.metadata["nbgrader"]["grade_id"] for c in self.nb.cells[:self._index]
-                    if c.cell_type == "code" and c.get("execution_count") is not None
-                    and c.metadata.get("nbgrader", {}).get("solution")}
+        ran = [c for c in self.nb.cells[:self._index + 1] if c.cell_type == "code" and c.get("execution_count")]
+        counts = {}  # after a restart the counts begin again: a repeated one is not known
+        for c in ran:
+            counts[c.execution_count] = counts.get(c.execution_count, 0) + 1
+        by_count = {c.execution_count: c.metadata["nbgrader"]["grade_id"] for c in ran
+                    if counts[c.execution_count] == 1 and c.metadata.get("nbgrader", {}).get("solution")}
         for frame in frames:
             frame.exercise = by_count.get(frame.cell)
         for frame, shapes in zip(reversed(frames), reversed(self._frame_shapes(len(frames)))):

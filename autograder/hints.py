@@ -185,7 +185,8 @@ def describe(exercise: str, ename: str, evalue: str, frames: list[Frame], *,
     where = ""
     if learner:
         inner = learner[-1]
-        where = f" in {inner.function}" + (f", at `{inner.code}`" if inner.code else "")
+        code = inner.code if len(inner.code) <= 100 else inner.code[:97] + "..."
+        where = f" in {inner.function}" + (f", at `{code}`" if code else "")
         names = _names(inner.code)
         # in the order the failing line names them
         shown = {n: inner.shapes[n] for n in dict.fromkeys(names) if n in inner.shapes} or inner.shapes

@@ -109,15 +109,23 @@ def test_wrong_answers_lose_exactly_their_tests(chapter, graded_class, tmp_path)
         if graded.losses(graded.results[f"group{g:02d}"]) != expected:
             suspects += group
     problems = []
+    result_of = {i: graded.results[f"group{g:02d}"] for g, group in enumerate(graded.groups) for i in group}
     if suspects:
         alone = grade_as_class(chapter, {f"wrong{i:02d}": with_cells(chapter, wrong[i]["replace"]) for i in suspects},
                                tmp_path / "alone")
         for i in suspects:
+            result_of[i] = alone[f"wrong{i:02d}"]
             lost = graded.losses(alone[f"wrong{i:02d}"])
             if lost != sorted(wrong[i]["loses"]):
                 detail = "; ".join(t["output"] for t in alone[f"wrong{i:02d}"]["tests"] if t["score"] == 0)[:600]
                 problems.append(f"wrong answer {i} ({wrong[i]['why']}): lost {lost}, expected "
                                 f"{sorted(wrong[i]['loses'])} [{detail}]")
+    # the message a wrong answer must produce (`says`): in one of the cells it loses
+    for i, answer in enumerate(wrong):
+        outputs = [t["output"] or "" for t in result_of[i]["tests"] if t["name"] in answer["loses"]]
+        if "says" in answer and not any(answer["says"] in out for out in outputs):
+            problems.append(f"wrong answer {i} ({answer['why']}) should say {answer['says']!r}; it said "
+                            + " | ".join(outputs)[:600])
     assert not problems, "\n".join(problems)
 
 
