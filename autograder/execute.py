@@ -285,7 +285,8 @@ class SandboxedExecute(Execute):
                 verdict = self._judge(grade_id, hidden)
             elif reason.startswith("NotImplementedError"):
                 verdict = f"{grade_id}: not attempted yet (the exercise still raises NotImplementedError)"
-            elif errors and errors[-1].get("ename") != "AssertionError" and problem == "error":
+            elif errors and problem == "error" and (errors[-1].get("ename") != "AssertionError"
+                                                    or (frames and frames[-1].function)):  # raised in called code
                 verdict = hints.describe(
                     exercise or grade_id, str(errors[-1].get("ename", "Error")), str(errors[-1].get("evalue", "")),
                     frames or [], sources=self._solution_sources())

@@ -180,17 +180,19 @@ def test_other_errors_get_no_hint_and_keep_their_text():
 IPYTHON_TRACEBACK = [
     "\u001b[31m---------------------------------------------------------------------------\u001b[39m",
     "\u001b[31mValueError\u001b[39m                                Traceback (most recent call last)",
-    "\u001b[36mCell\u001b[39m\u001b[36m \u001b[39m\u001b[32mIn[3]\u001b[39m\u001b[32m, line 2\u001b[39m\n\u001b[32m      1\u001b[39m"
-    " _Q = np.ones((\u001b[32m2\u001b[39m,\u001b[32m3\u001b[39m,\u001b[32m4\u001b[39m))\n\u001b[32m----> \u001b[39m\u001b[32m2"
-    "\u001b[39m g(_Q)\n",
-    "\u001b[36mCell\u001b[39m\u001b[36m \u001b[39m\u001b[32mIn[2]\u001b[39m\u001b[32m, line 2\u001b[39m, in \u001b[36mg\u001b[39m"
-    "\u001b[34m(X)\u001b[39m\n\u001b[32m      1\u001b[39m \u001b[38;5;28;01mdef\u001b[39;00m g(X):\n\u001b[32m----> "
-    "\u001b[39m\u001b[32m2\u001b[39m     \u001b[38;5;28;01mreturn\u001b[39;00m f(X, X)\n",
-    "\u001b[36mCell\u001b[39m\u001b[36m \u001b[39m\u001b[32mIn[1]\u001b[39m\u001b[32m, line 3\u001b[39m, in \u001b[36mf\u001b[39m"
-    "\u001b[34m(Q, K)\u001b[39m\n\u001b[32m      2\u001b[39m \u001b[38;5;28;01mdef\u001b[39;00m f(Q, K):\n\u001b[32m----> "
-    "\u001b[39m\u001b[32m3\u001b[39m     s = Q @ K.T\n\u001b[32m      4\u001b[39m     \u001b[38;5;28;01mreturn\u001b[39;00m s\n",
-    "\u001b[31mValueError\u001b[39m: matmul: Input operand 1 has a mismatch in its core dimension 0, with gufunc signature "
-    "(n?,k),(k,m?)->(n?,m?) (size 3 is different from 4)",
+    "\u001b[36mCell\u001b[39m\u001b[36m \u001b[39m\u001b[32mIn[3]\u001b[39m\u001b[32m, line 2\u001b[39m\n"
+    "\u001b[32m      1\u001b[39m _Q = np.ones((\u001b[32m2\u001b[39m,\u001b[32m3\u001b[39m,\u001b[32m4\u001b[39m))\n"
+    "\u001b[32m----> \u001b[39m\u001b[32m2\u001b[39m g(_Q)\n",
+    "\u001b[36mCell\u001b[39m\u001b[36m \u001b[39m\u001b[32mIn[2]\u001b[39m\u001b[32m, line 2\u001b[39m, in "
+    "\u001b[36mg\u001b[39m\u001b[34m(X)\u001b[39m\n\u001b[32m      1\u001b[39m "
+    "\u001b[38;5;28;01mdef\u001b[39;00m g(X):\n\u001b[32m----> \u001b[39m\u001b[32m2\u001b[39m     "
+    "\u001b[38;5;28;01mreturn\u001b[39;00m f(X, X)\n",
+    "\u001b[36mCell\u001b[39m\u001b[36m \u001b[39m\u001b[32mIn[1]\u001b[39m\u001b[32m, line 3\u001b[39m, in "
+    "\u001b[36mf\u001b[39m\u001b[34m(Q, K)\u001b[39m\n\u001b[32m      2\u001b[39m "
+    "\u001b[38;5;28;01mdef\u001b[39;00m f(Q, K):\n\u001b[32m----> \u001b[39m\u001b[32m3\u001b[39m     s = Q @ K.T\n"
+    "\u001b[32m      4\u001b[39m     \u001b[38;5;28;01mreturn\u001b[39;00m s\n",
+    "\u001b[31mValueError\u001b[39m: matmul: Input operand 1 has a mismatch in its core dimension 0, with gufunc "
+    "signature (n?,k),(k,m?)->(n?,m?) (size 3 is different from 4)",
 ]
 
 
