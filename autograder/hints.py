@@ -9,6 +9,7 @@ The rules, each told apart by something the error leaves behind:
 - `K.T` on a batched array: a matmul/broadcast shape error on a line with `name.T`, `name` having 3 or more axes;
 - a missing `keepdims`: a broadcast error between a shape and the same shape less one axis, on a line that reduces;
 - `scores[~mask]`: a boolean index whose mask does not match the array's leading axes (it also flattens);
+- a (batch, n_q, n_k) mask against per-head scores: it broadcasts once a heads axis is added, not before;
 - `for x_t in X` over a batch: a shape error in an exercise that loops over an argument with 3 or more axes;
 - a batch passed where one sequence was expected: a function whose docstring gives an argument fewer axes than it got.
 """
@@ -158,7 +159,31 @@ def batch_for_one_sequence(ename, evalue, frame: Frame, frames=(), sources=None,
     return None
 
 
-RULES = [transpose_of_batch, missing_keepdims, boolean_index, loop_over_batch, batch_for_one_sequence]
+def _broadcasts(a: tuple, b: tuple) -> bool:
+    return all(x == y or 1 in (x, y) for x, y in zip(reversed(a), reversed(b)))
+
+
+def mask_missing_axis(ename, evalue, frame: Frame, **_) -> str | None:
+    """A (batch, n_q, n_k) mask against (batch, heads, n_q, n_k) scores: broadcasting lines up the last axes, so
+    the mask's batch axis meets the heads axis."""
+    if not is_shape_error(ename, evalue):
+        return None
+    names = _names(frame.code)
+    for m in (n for n in names if "mask" in n.lower() and n in frame.shapes):
+        mask = frame.shapes[m]
+        for n in names:
+            target = frame.shapes.get(n)
+            if n == m or target is None or not 3 <= len(mask) < len(target) or _broadcasts(mask, target):
+                continue
+            if _broadcasts(mask[:-2] + (1,) + mask[-2:], target):
+                return (f"{m} {_shape(mask)} lines up with the last axes of {n} {_shape(target)}, so its batch "
+                        f"axis meets the heads axis: add a heads axis ({m}.unsqueeze(-3), or {m}[..., None, :, :] "
+                        "in NumPy).")
+    return None
+
+
+RULES = [transpose_of_batch, missing_keepdims, boolean_index, mask_missing_axis, loop_over_batch,
+         batch_for_one_sequence]
 
 
 def hint_for(ename: str, evalue: str, frames: list[Frame], *, exercise: str = "",

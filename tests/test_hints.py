@@ -146,6 +146,23 @@ def test_boolean_index_with_a_mask(sdpa, array, mask):
     assert hint and "flattened to 1-D" in hint and "np.where(mask, scores, -np.inf)" in hint
 
 
+def mha_mask_without_heads_axis(scores, mask):
+    return scores.masked_fill(~mask, float("-inf"))
+
+
+def test_a_batch_mask_without_a_heads_axis():
+    pad = torch.ones(2, 1, 5, dtype=torch.bool)
+    ename, evalue, frames = frames_of(lambda: mha_mask_without_heads_axis(torch.zeros(2, 4, 5, 5), pad), {})
+    assert "must match the size of tensor" in evalue
+    assert hints.hint_for(ename, evalue, frames) == (
+        "mask (2, 1, 5) lines up with the last axes of scores (2, 4, 5, 5), so its batch axis meets the heads axis: "
+        "add a heads axis (mask.unsqueeze(-3), or mask[..., None, :, :] in NumPy).")
+    # a mask whose batch size is wrong is not blamed on a missing heads axis
+    ename, evalue, frames = frames_of(lambda: mha_mask_without_heads_axis(torch.zeros(2, 4, 5, 5),
+                                                                          torch.ones(3, 5, 5, dtype=torch.bool)), {})
+    assert hints.hint_for(ename, evalue, frames) is None
+
+
 def test_for_loop_over_a_batch():
     exercises = {"rnn_forward_loop": "rnn_forward", "rnn_step": "rnn_step"}
     ename, evalue, frames = frames_of(lambda: rnn_forward_loop(np.ones((2, 5, 4)), np.zeros((2, 3)), np.ones((4, 3)),

@@ -182,7 +182,7 @@ WRONG_ANSWERS = [
      "says": "True means 'may attend'", "loses": ["test_MultiHeadAttention_mask"]},
     {"why": "applies the mask without a heads axis",
      "replace": {"MultiHeadAttention": MHA_MASK_NO_HEAD_AXIS},
-     "says": "with scores (2, 4, 5, 5), mask (2, 1, 5)", "loses": ["test_MultiHeadAttention_mask"]},
+     "says": "so its batch axis meets the heads axis", "loses": ["test_MultiHeadAttention_mask"]},
     {"why": "takes keys and values from x_q even when x_kv is given",
      "replace": {"MultiHeadAttention": MHA_IGNORES_X_KV},
      "says": "Keys and values come from x_kv", "loses": ["test_MultiHeadAttention_cross"]},
