@@ -321,9 +321,11 @@ class SandboxedExecute(Execute):
 
     def _frames(self, error, problem) -> list[hints.Frame] | None:
         """The notebook frames of the error, each with the exercise whose solution cell holds it and, where the
-        kernel tells, the shapes of its locals. None when the cell did not fail by raising (a time-out, a crash)."""
+        kernel tells, the shapes of its locals; [] for a cell that timed out or crashed; None when it was not run."""
         from . import hints
 
+        if problem in ("timeout", "dead"):
+            return []  # no traceback to read; the static scan may still tell what ran
         if problem != "error":
             return None
         frames = hints.frames_from_traceback(list(error.get("traceback", [])))

@@ -159,6 +159,15 @@ def test_exercises_used_follows_the_learners_helpers_but_not_locals_or_other_exe
     assert nb.exercises_used("split_heads") == set()  # `helper` is defined nowhere; nothing else is reached
 
 
+def test_exercises_used_goes_through_other_exercises_and_names_left_undefined():
+    cells = [static.Cell("exercise", "exec(open('elsewhere.py').read())\n", grade_id="softmax"),  # defines nothing
+             static.Cell("exercise", "def sdpa(q, k, v):\n    return softmax(q @ k.T) @ v\n", grade_id="sdpa"),
+             static.Cell("exercise", "def self_attention(x):\n    return sdpa(x, x, x)\n", grade_id="self_attention")]
+    nb = static.Notebook.from_cells(cells)
+    assert nb.exercises_used("sdpa") == {"softmax"}
+    assert nb.exercises_used("self_attention") == {"sdpa", "softmax"}
+
+
 def test_a_test_cell_belongs_to_the_longest_exercise_it_names():
     from autograder.execute import exercise_of
 
