@@ -10,6 +10,7 @@ The rules, each told apart by something the error leaves behind:
 - a missing `keepdims`: a broadcast error between a shape and the same shape less one axis, on a line that reduces;
 - `scores[~mask]`: a boolean index whose mask does not match the array's leading axes (it also flattens);
 - a (batch, n_q, n_k) mask against per-head scores: it broadcasts once a heads axis is added, not before;
+- `np.diag(v)` on a batch of vectors: a shape error on a line with np.diag and an array of 3 or more axes;
 - `for x_t in X` over a batch: a shape error in an exercise that loops over an argument with 3 or more axes;
 - a batch passed where one sequence was expected: a function whose docstring gives an argument fewer axes than it got.
 """
@@ -182,7 +183,20 @@ def mask_missing_axis(ename, evalue, frame: Frame, **_) -> str | None:
     return None
 
 
-RULES = [transpose_of_batch, missing_keepdims, boolean_index, mask_missing_axis, loop_over_batch,
+def diag_of_batch(ename, evalue, frame: Frame, **_) -> str | None:
+    """np.diag of a 2-d array returns its diagonal, not a matrix: on a batch the shapes stop lining up."""
+    if not is_shape_error(ename, evalue) or "diag(" not in frame.code:
+        return None
+    batched = [n for n in dict.fromkeys(_names(frame.code)) if len(frame.shapes.get(n, ())) >= 3]
+    if not batched:
+        return None
+    name = batched[0]
+    return (f"np.diag makes a diagonal matrix only from a 1-D vector; with {name} {_shape(frame.shapes[name])} its "
+            "argument has a batch axis, and np.diag of a 2-D array returns that array's diagonal instead. Scale the "
+            "rows by broadcasting: v[..., :, None] * M.")
+
+
+RULES = [transpose_of_batch, missing_keepdims, boolean_index, mask_missing_axis, diag_of_batch, loop_over_batch,
          batch_for_one_sequence]
 
 

@@ -163,6 +163,21 @@ def test_a_batch_mask_without_a_heads_axis():
     assert hints.hint_for(ename, evalue, frames) is None
 
 
+def jacobian_np_diag(H, W_xh):
+    J = np.diag(1.0 - H[..., 0, :] ** 2) @ W_xh.T
+    return J
+
+
+def test_np_diag_on_a_batch():
+    ename, evalue, frames = frames_of(lambda: jacobian_np_diag(np.ones((2, 5, 4)), np.ones((3, 4))), {})
+    hint = hints.hint_for(ename, evalue, frames)
+    assert hint and hint.startswith("np.diag makes a diagonal matrix only from a 1-D vector; with H (2, 5, 4)")
+    # one sequence works, and a shape error elsewhere with one sequence is not blamed on np.diag
+    assert jacobian_np_diag(np.ones((5, 4)), np.ones((3, 4))).shape == (4, 3)
+    ename, evalue, frames = frames_of(lambda: jacobian_np_diag(np.ones((5, 4)), np.ones((3, 5))), {})
+    assert hints.hint_for(ename, evalue, frames) is None
+
+
 def test_for_loop_over_a_batch():
     exercises = {"rnn_forward_loop": "rnn_forward", "rnn_step": "rnn_step"}
     ename, evalue, frames = frames_of(lambda: rnn_forward_loop(np.ones((2, 5, 4)), np.zeros((2, 3)), np.ones((4, 3)),
