@@ -10,6 +10,10 @@ tests and locked cells from the gradebook, saving scores, feedback) stays nbgrad
   the IPython shell or to the cell outputs, the verdict is made here, from values the grader asked for.
 - The cell's outputs are then rewritten from that verdict: nothing but an error (with the learner's one-line reason)
   or a pass line, so nbgrader's scoring reads exactly our decision.
+- A test cell charges only its own exercise (`test_<exercise>[_<aspect>]`): when its visible part fails and the
+  failure ran an earlier exercise that has already lost a test (a traceback frame in that exercise's cell, or a name
+  the static scan finds this exercise's code reaching), the hidden section, which lends references, decides alone,
+  and the output says to fix that exercise first. A visible test's exception becomes one line (`hints.py`).
 - A cell that times out is interrupted; a kernel that stops answering or dies is restarted and the cells that had
   run are replayed, so one bad cell costs only the tests that need it. Output beyond a cap is dropped.
 """
