@@ -10,6 +10,10 @@ tests and locked cells from the gradebook, saving scores, feedback) stays nbgrad
   the IPython shell or to the cell outputs, the verdict is made here, from values the grader asked for.
 - The cell's outputs are then rewritten from that verdict: nothing but an error (with the learner's one-line reason)
   or a pass line, so nbgrader's scoring reads exactly our decision.
+- A test cell charges only its own exercise (`test_<exercise>[_<aspect>]`): when its visible part fails and the
+  failure ran an earlier exercise that has already lost a test (a traceback frame in that exercise's cell, or a name
+  the static scan finds this exercise's code reaching), the hidden section, which lends references, decides alone,
+  and the output says to fix that exercise first. A visible test's exception becomes one line (`hints.py`).
 - A cell that times out is interrupted; a kernel that stops answering or dies is restarted and the cells that had
   run are replayed, so one bad cell costs only the tests that need it. Output beyond a cap is dropped.
 """
@@ -258,6 +262,7 @@ class SandboxedExecute(Execute):
         return cell, self.resources
 
     def _grade_test_cell(self, cell, index, grade_id):
+        from . import hints
         trusted = self.trusted_tests[grade_id]
         visible, hidden = split_hidden(trusted)
         cell.source = visible
@@ -265,21 +270,114 @@ class SandboxedExecute(Execute):
         cell.source = trusted
         shown = [o for o in cell.outputs if o.output_type == "display_data"
                  or (o.output_type == "stream" and o.name == "stdout")]
+        exercise = exercise_of(grade_id, self._exercise_ids())
+        note = None
         if problem:
             errors = [o for o in cell.outputs if o.output_type == "error"]
             reason = _first_line(errors[-1]) if errors else problem
+            frames = self._frames(errors[-1], problem) if errors and not self._broken else []
+            raised_in = [f.exercise for f in frames or [] if f.exercise]
+            unwritten = reason.startswith("NotImplementedError") and (raised_in or [exercise])[-1] == exercise
+            blamed = self._failed_dependencies(exercise, visible, frames) \
+                if hidden.strip() and frames is not None and not unwritten else []
             if self._broken:
                 verdict = f"{grade_id}: not run: {self._broken}"
+            elif blamed:
+                # the visible test ran the learner's earlier, already-charged exercise: only the hidden section, which
+                # swaps in references, decides this cell
+                note = dependency_note(exercise, blamed)
+                verdict = self._judge(grade_id, hidden)
             elif reason.startswith("NotImplementedError"):
                 verdict = f"{grade_id}: not attempted yet (the exercise still raises NotImplementedError)"
+            elif errors and problem == "error" and (errors[-1].get("ename") != "AssertionError"
+                                                    or (frames and frames[-1].function)):  # raised in called code
+                verdict = hints.describe(
+                    exercise or grade_id, str(errors[-1].get("ename", "Error")), str(errors[-1].get("evalue", "")),
+                    frames or [], sources=self._solution_sources())
             else:
                 verdict = f"{grade_id}: a visible test failed: {reason}"
         else:
             verdict = self._judge(grade_id, hidden)
+        if exercise and verdict:
+            self._failed_exercises().add(exercise)
         if verdict:
-            cell.outputs = shown + [_error("TestFailed", verdict)]
+            cell.outputs = shown + [_error("TestFailed", f"{verdict} ({note})" if note else verdict)]
         else:
-            cell.outputs = shown + [_stream(f"{grade_id}: {PASS_MARK}\n")]
+            cell.outputs = shown + [_stream(f"{grade_id}: {PASS_MARK}" + (f" by the hidden tests; {note}" if note
+                                                                         else "") + "\n")]
+
+    # --- which exercise a failure belongs to --------------------------------------------------------------------
+    def _exercise_ids(self) -> list[str]:
+        return [c.metadata["nbgrader"]["grade_id"] for c in self.nb.cells
+                if c.cell_type == "code" and c.metadata.get("nbgrader", {}).get("solution")
+                and c.metadata["nbgrader"].get("grade_id")]
+
+    def _solution_sources(self) -> dict[str, str]:
+        return {c.metadata["nbgrader"]["grade_id"]: c.source for c in self.nb.cells
+                if c.cell_type == "code" and c.metadata.get("nbgrader", {}).get("solution")
+                and c.metadata["nbgrader"].get("grade_id")}
+
+    def _failed_exercises(self) -> set[str]:
+        """Exercises that have lost a test cell so far in this notebook."""
+        if getattr(self, "_failed_nb", None) is not self.nb:
+            self._failed_nb, self._failed = self.nb, set()
+        return self._failed
+
+    def _frames(self, error, problem) -> list[hints.Frame] | None:
+        """The notebook frames of the error, each with the exercise whose solution cell holds it and, where the
+        kernel tells, the shapes of its locals; [] for a cell that timed out or crashed; None when it was not run."""
+        from . import hints
+
+        if problem in ("timeout", "dead"):
+            return []  # no traceback to read; the static scan may still tell what ran
+        if problem != "error":
+            return None
+        frames = hints.frames_from_traceback(list(error.get("traceback", [])))
+        ran = [c for c in self.nb.cells[:self._index + 1] if c.cell_type == "code" and c.get("execution_count")]
+        counts = {}  # after a restart the counts begin again: a repeated one is not known
+        for c in ran:
+            counts[c.execution_count] = counts.get(c.execution_count, 0) + 1
+        by_count = {c.execution_count: c.metadata["nbgrader"]["grade_id"] for c in ran
+                    if counts[c.execution_count] == 1 and c.metadata.get("nbgrader", {}).get("solution")}
+        for frame in frames:
+            frame.exercise = by_count.get(frame.cell)
+        for frame, shapes in zip(reversed(frames), reversed(self._frame_shapes(len(frames)))):
+            frame.shapes = shapes
+        return frames
+
+    def _frame_shapes(self, count: int) -> list[dict[str, tuple]]:
+        """Shapes of the array-like locals of the last error's notebook frames, outermost first, as the kernel reports
+        them (`sys.last_traceback`); [] when it does not answer. Learner-controlled: used in messages only."""
+        if not count:
+            return []
+        nonce = secrets.token_hex(8)
+        try:
+            probe = self._execute(SHAPES_PROBE.replace("NONCE", nonce), store_history=False)
+        except (CellTimeoutError, DeadKernelError):
+            return []
+        for output in probe.outputs:
+            text = output.get("text", "") if output.output_type == "stream" else ""
+            for line in text.splitlines():
+                if line.startswith(nonce):
+                    try:
+                        found = json.loads(line[len(nonce):])
+                        return [{str(k): tuple(int(n) for n in v) for k, v in dict(f).items()}
+                                for f in found][-count:]
+                    except (ValueError, TypeError):
+                        return []
+        return []
+
+    def _failed_dependencies(self, exercise, visible, frames) -> list[str]:
+        """Other exercises that have already lost a test and that this failure ran: a notebook frame in their cell,
+        or a name of theirs that this exercise's code or the visible test refers to (the static scan)."""
+        failed = self._failed_exercises() - {exercise}
+        if not failed or not exercise:
+            return []
+        used = {f.exercise for f in frames if f.exercise}
+        if getattr(self, "_scan", None) is None:
+            self._scan = static.Notebook.from_cells(learner_cells(self.nb, self.provided))
+        used |= self._scan.exercises_used(exercise, extra_source=visible)
+        return sorted(used & failed, key=self._exercise_ids().index)
 
     def _judge(self, grade_id: str, hidden: str) -> str | None:
         """Run a hidden section here, against the learner's kernel; return the failure line or None."""
@@ -359,6 +457,50 @@ class SandboxedExecute(Execute):
             return None
         self._kept[key] = kept + size
         return super().output(outs, msg, display_id, cell_index)
+
+
+SHAPES_PROBE = """
+def _autograder_probe():
+    import json, linecache, re, sys
+    try:
+        files = get_ipython().compile._filename_map
+    except Exception:
+        files = {}
+    tb, found = getattr(sys, "last_traceback", None), []
+    while tb is not None:
+        frame = tb.tb_frame
+        if frame.f_code.co_filename in files:
+            line = linecache.getline(frame.f_code.co_filename, tb.tb_lineno)
+            named = re.findall(r"[A-Za-z_]\\w*", line)
+            inside = frame.f_code.co_name != "<module>"  # a function's locals; a cell's are the whole namespace
+            names = list(dict.fromkeys(named + (list(frame.f_locals)[:40] if inside else [])))
+            shapes = {}
+            for name in names:
+                value = frame.f_locals.get(name, frame.f_globals.get(name))
+                shape = getattr(value, "shape", None)
+                if not name.startswith("__") and isinstance(shape, tuple) and len(shape) <= 8 and len(shapes) < 12:
+                    shapes[name] = [int(n) for n in shape]
+            found.append(shapes)
+        tb = tb.tb_next
+    sys.stdout.write("NONCE" + json.dumps(found[-8:]) + "\\n")
+try:
+    _autograder_probe()
+finally:
+    del _autograder_probe
+"""
+
+
+def exercise_of(grade_id: str, exercises) -> str | None:
+    """The exercise a test cell belongs to: `test_<exercise>` or `test_<exercise>_<aspect>` (the longest match)."""
+    matches = [e for e in exercises if grade_id == f"test_{e}" or grade_id.startswith(f"test_{e}_")]
+    return max(matches, key=len) if matches else None
+
+
+def dependency_note(exercise: str | None, blamed: list[str]) -> str:
+    names = ", ".join(blamed)
+    which = "which" if len(blamed) == 1 else "each of which"
+    return (f"its visible test failed, but {exercise or 'this exercise'} depends on {names}, {which} failed its own "
+            f"test: fix {names} first")
 
 
 def learner_cells(nb, provided=()) -> list[static.Cell]:

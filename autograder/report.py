@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import sys
+import textwrap
 
 from .grading import Result
 
@@ -62,8 +63,10 @@ def print_table(result: Result) -> None:
         line = f"  {mark} {test.name:<{name_width}}  {test.score:g}/{test.max_score:g}"
         print(line)
         if test.output and test.score < test.max_score:
-            reason = test.output if len(test.output) < width * 3 else test.output[: width * 3 - 3] + "..."
-            print(f"       {reason}")
+            # wrapped, never cut: the end of a message is often its hint
+            for line in test.output.splitlines():
+                print(textwrap.fill(line, width=max(width, 40), initial_indent=" " * 7, subsequent_indent=" " * 7,
+                                    break_on_hyphens=False))
     print(f"score: {result.score:g} / {result.max_score:g}")
     for event in result.events:
         print(f"note: {event}")

@@ -342,6 +342,52 @@ class Notebook:
                 todo += [n for n in names if n not in seen_names]
         return uses, unknown
 
+    def exercises_used(self, exercise: str, extra_source: str = "") -> set[str]:
+        """The other exercises the exercise's code may run: names it refers to (its own cell, and `extra_source`, a
+        test's code), followed through the learner's definitions, other exercises' cells included. A name no cell
+        defines but that an exercise is named after counts as that exercise (a cell that failed to define it)."""
+        graded = {c.grade_id for c in self.cells if c.kind == "exercise" and c.grade_id}
+
+        def names_in(index, node):
+            return [n for n in self.uses_in(index, node)[2] if n not in _function_locals(node)]
+
+        todo = []
+        for i, cell in enumerate(self.cells):
+            if cell.kind == "exercise" and cell.grade_id == exercise and cell.tree is not None:
+                todo += names_in(i, cell.tree)
+        extra = parse(extra_source) if extra_source.strip() else None
+        if extra is not None:
+            todo += names_in(-1, extra)
+        used, seen, seen_sites = set(), set(), set()
+        while todo:
+            name = todo.pop()
+            if name in seen:
+                continue
+            seen.add(name)
+            if name in graded:
+                used.add(name)
+            for index, node in self.defs.get(name, []):
+                cell = self.cells[index]
+                if (index, id(node)) in seen_sites:
+                    continue
+                seen_sites.add((index, id(node)))
+                if cell.kind == "exercise":
+                    used.add(cell.grade_id)
+                todo += [n for n in names_in(index, node) if n not in seen]
+        return used - {exercise}
+
+def _function_locals(tree) -> set[str]:
+    """Names bound inside the bodies of the functions in a tree (arguments, assignments, loop variables)."""
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            for inner in ast.walk(node):
+                if isinstance(inner, ast.arg):
+                    names.add(inner.arg)
+                elif isinstance(inner, ast.Name) and isinstance(inner.ctx, ast.Store):
+                    names.add(inner.id)
+    return names
+
 
 def _top_level(tree) -> set[int]:
     """ids of the nodes that run at a cell's top level (not inside a function or class body)."""

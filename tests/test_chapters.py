@@ -11,7 +11,7 @@ import re
 import nbformat
 import pytest
 
-from autograder.execute import split_hidden
+from autograder.execute import exercise_of, split_hidden
 from autograder.release import release_notebook
 from conftest import CHAPTERS, grade_as_class, right_answers, with_cells, wrong_answers
 
@@ -73,6 +73,20 @@ def test_wrong_answers_cover_every_test(chapter):
         assert grade_id in alone, f"{chapter.name}: no wrong answer loses exactly {grade_id} (and nothing else)"
 
 
+@pytest.mark.unit
+def test_wrong_answers_lose_only_their_own_exercise(chapter):
+    """Each test cell charges only its own exercise: every cell a wrong answer loses belongs to an exercise the wrong
+    answer replaced (test_wrong_answers_lose_exactly_their_tests checks that nothing else is lost). A test cell's
+    exercise is read from its grade_id, as the grader reads it."""
+    _, solutions, _ = cells_of(chapter)
+    exercises = [c.metadata.nbgrader.grade_id for c in solutions]
+    problems = [f"wrong answer {i} ({w['why']}) loses {t}, a test of {exercise_of(t, exercises)}, but replaces only "
+                f"{sorted(w['replace'])}"
+                for i, w in enumerate(wrong_answers(chapter)) for t in w["loses"]
+                if exercise_of(t, exercises) not in w["replace"]]
+    assert not problems, "\n".join(problems)
+
+
 def test_solution_gets_full_marks(chapter, graded_class):
     solution = graded_class(chapter).results["solution"]
     assert solution["score"] == solution["max_score"] > 0, (
@@ -95,15 +109,23 @@ def test_wrong_answers_lose_exactly_their_tests(chapter, graded_class, tmp_path)
         if graded.losses(graded.results[f"group{g:02d}"]) != expected:
             suspects += group
     problems = []
+    result_of = {i: graded.results[f"group{g:02d}"] for g, group in enumerate(graded.groups) for i in group}
     if suspects:
         alone = grade_as_class(chapter, {f"wrong{i:02d}": with_cells(chapter, wrong[i]["replace"]) for i in suspects},
                                tmp_path / "alone")
         for i in suspects:
+            result_of[i] = alone[f"wrong{i:02d}"]
             lost = graded.losses(alone[f"wrong{i:02d}"])
             if lost != sorted(wrong[i]["loses"]):
                 detail = "; ".join(t["output"] for t in alone[f"wrong{i:02d}"]["tests"] if t["score"] == 0)[:600]
                 problems.append(f"wrong answer {i} ({wrong[i]['why']}): lost {lost}, expected "
                                 f"{sorted(wrong[i]['loses'])} [{detail}]")
+    # the message a wrong answer must produce (`says`): in one of the cells it loses
+    for i, answer in enumerate(wrong):
+        outputs = [t["output"] or "" for t in result_of[i]["tests"] if t["name"] in answer["loses"]]
+        if "says" in answer and not any(answer["says"] in out for out in outputs):
+            problems.append(f"wrong answer {i} ({answer['why']}) should say {answer['says']!r}; it said "
+                            + " | ".join(outputs)[:600])
     assert not problems, "\n".join(problems)
 
 

@@ -322,10 +322,11 @@ def test_unwritten_softmax_costs_softmax_and_its_users_only(graded):
     results, _ = graded
     full, stub = scores(results["solution"]), scores(results["stub"])
     lost = {n for n in full if stub[n] < full[n]}
-    assert {"test_softmax", "test_softmax_stability"} <= lost
-    # functions that don't use softmax keep their points (the visible tests of sdpa and self_attention run the
-    # learner's own chain, so an unwritten softmax may cost those)
-    assert not {n for n in lost if n.startswith(("test_attention_scores", "test_causal_mask"))}
+    # the visible tests of sdpa and self_attention run the learner's own chain and fail in the unwritten softmax:
+    # softmax already lost its own tests, so those cells are judged by their hidden tests (references) alone
+    assert lost == {"test_softmax", "test_softmax_stability"}
+    sdpa = next(t for t in results["stub"]["tests"] if t["name"] == "test_scaled_dot_product_attention")
+    assert sdpa["score"] == sdpa["max_score"]
 
 
 def test_nothing_escaped(graded):

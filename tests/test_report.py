@@ -1,5 +1,5 @@
-"""What `check` prints for a learner (autograder.report): the per-test table, a long reason cut to three terminal
-lines, and the sandbox line saying exactly which isolation was in force."""
+"""What `check` prints for a learner (autograder.report): the per-test table, a long reason wrapped (never cut), and
+the sandbox line saying exactly which isolation was in force."""
 from __future__ import annotations
 
 import pytest
@@ -57,19 +57,18 @@ def test_table_lists_every_test_and_the_reasons_of_failed_ones(capsys, monkeypat
 
 
 @pytest.mark.parametrize("columns", [40, 100])
-def test_a_long_reason_is_cut_to_three_terminal_lines(capsys, monkeypatch, columns):
+def test_a_long_reason_is_wrapped_whole(capsys, monkeypatch, columns):
     monkeypatch.setenv("COLUMNS", str(columns))
-    reason = "softmax: " + "x" * 1000
+    reason = "softmax: rows must sum to 1 for x of shape (3, 7), axis=-1; got sums [0.31 0.31 0.31]. " * 12 + "rather"
     print_table(result(Row("test_softmax", 0, 2, reason)))
     shown = [line for line in capsys.readouterr().out.splitlines() if line.startswith("       ")]
-    assert len(shown) == 1
-    text = shown[0].strip()
-    assert len(text) == 3 * columns and text.endswith("...") and reason.startswith(text[:-3])
+    assert len(shown) > 3 and all(len(line) <= columns for line in shown)
+    assert " ".join(line.strip() for line in shown) == reason.strip()  # every word, the last one too
 
 
 def test_a_reason_that_fits_is_shown_whole(capsys, monkeypatch):
     monkeypatch.setenv("COLUMNS", "40")
-    reason = "r" * 119  # just under three lines of 40
+    reason = "r" * 30
     print_table(result(Row("test_softmax", 0, 2, reason)))
     assert f"       {reason}" in capsys.readouterr().out.splitlines()
 

@@ -139,3 +139,40 @@ def test_every_forbid_argument_is_a_declared_list():
                     value = keyword.value
                     ok = isinstance(value, ast.Name) and (value.id in declared or value.id == "forbid")
                     assert ok, f"{path.name}:{node.lineno}: forbid= must name a module-level FORBID* list"
+
+
+def test_exercises_used_follows_the_learners_helpers_but_not_locals_or_other_exercises():
+    """Which earlier exercises a test cell's failure may come from (execute.py's gate): names the exercise's code and
+    the visible test refer to, through the learner's own helpers, stopping at other exercises' cells."""
+    cells = [static.Cell("provided", SETUP),
+             static.Cell("exercise", "def split_heads(x, h):\n    return helper(x, h)\n", grade_id="split_heads"),
+             static.Cell("exercise", "def merge_heads(x):\n    return x\n", grade_id="merge_heads"),
+             static.Cell("exercise", "def sdpa(q, k, v):\n    return q\n", grade_id="sdpa"),
+             static.Cell("free", "weights = sdpa(1, 2, 3)\ndef _heads(x, h):\n    return split_heads(x, h)\n"),
+             static.Cell("exercise", "class MHA(nn.Module):\n    def forward(self, x):\n        weights = x\n"
+                                     "        return _heads(x, 2), weights\n", grade_id="MHA")]
+    nb = static.Notebook.from_cells(cells)
+    # through the free helper to split_heads; `weights` is forward's own local, not the free cell's global
+    assert nb.exercises_used("MHA") == {"split_heads"}
+    assert nb.exercises_used("MHA", extra_source="_m = MHA()\n_r = merge_heads(_m(1))\n") == {"split_heads",
+                                                                                             "merge_heads"}
+    assert nb.exercises_used("split_heads") == set()  # `helper` is defined nowhere; nothing else is reached
+
+
+def test_exercises_used_goes_through_other_exercises_and_names_left_undefined():
+    cells = [static.Cell("exercise", "exec(open('elsewhere.py').read())\n", grade_id="softmax"),  # defines nothing
+             static.Cell("exercise", "def sdpa(q, k, v):\n    return softmax(q @ k.T) @ v\n", grade_id="sdpa"),
+             static.Cell("exercise", "def self_attention(x):\n    return sdpa(x, x, x)\n", grade_id="self_attention")]
+    nb = static.Notebook.from_cells(cells)
+    assert nb.exercises_used("sdpa") == {"softmax"}
+    assert nb.exercises_used("self_attention") == {"sdpa", "softmax"}
+
+
+def test_a_test_cell_belongs_to_the_longest_exercise_it_names():
+    from autograder.execute import exercise_of
+
+    exercises = ["softmax", "scaled_dot_product_attention", "self_attention", "attention", "attention_scores"]
+    assert exercise_of("test_attention_scores_batch", exercises) == "attention_scores"
+    assert exercise_of("test_attention", exercises) == "attention"
+    assert exercise_of("test_softmax_stability", exercises) == "softmax"
+    assert exercise_of("test_nothing", exercises) is None

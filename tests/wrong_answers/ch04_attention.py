@@ -13,6 +13,7 @@ WRONG_ANSWERS = [
             "    e = np.exp(x - np.max(x, axis=-1, keepdims=True))\n"
             "    return e / np.sum(e, axis=-1, keepdims=True)\n"
         )},
+        "says": "Normalise along `axis`",
         "loses": ["test_softmax"],
     },
     {
@@ -22,6 +23,7 @@ WRONG_ANSWERS = [
             "    e = np.exp(x)\n"
             "    return e / np.sum(e, axis=axis, keepdims=True)\n"
         )},
+        "says": "Subtract the maximum before np.exp",
         "loses": ["test_softmax_stability"],
     },
     {
@@ -32,6 +34,7 @@ WRONG_ANSWERS = [
             "    e = np.exp(x - x.max())\n"
             "    return e / np.sum(e, axis=axis, keepdims=True)\n"
         )},
+        "says": "subtract the max along `axis`, not of the whole array",
         "loses": ["test_softmax_stability"],
     },
     {
@@ -41,6 +44,7 @@ WRONG_ANSWERS = [
             "    import torch\n"
             "    return torch.softmax(torch.from_numpy(np.asarray(x, dtype=float)), dim=axis).numpy()\n"
         )},
+        "says": "calls torch.softmax",
         "loses": ["test_softmax", "test_softmax_stability"],
     },
     # ------------------------------------------------------------------ attention_scores
@@ -50,6 +54,7 @@ WRONG_ANSWERS = [
             "def attention_scores(Q, K):\n"
             "    return Q @ np.swapaxes(K, -1, -2)\n"
         )},
+        "says": "divided by sqrt(4) = 2); got [[ 2.",
         "loses": ["test_attention_scores"],
     },
     {
@@ -58,6 +63,7 @@ WRONG_ANSWERS = [
             "def attention_scores(Q, K):\n"
             "    return Q @ np.swapaxes(K, -1, -2) / Q.shape[-1]\n"
         )},
+        "says": "got [[ 0.5",
         "loses": ["test_attention_scores"],
     },
     {
@@ -66,19 +72,23 @@ WRONG_ANSWERS = [
             "def attention_scores(Q, K):\n"
             "    return Q @ np.swapaxes(K, -1, -2) / np.sqrt(K.shape[1])\n"
         )},
+        "says": "Keep the batch axes apart",
         "loses": ["test_attention_scores_batch"],
     },
     {
-        # the crash also reaches the visible batch test of scaled_dot_product_attention, which calls attention_scores
+        # the crash also reaches the visible batch test of scaled_dot_product_attention, which calls attention_scores:
+        # not charged there (attention_scores already failed its own test)
         "why": "uses K.T, which reverses all axes of a batched K",
         "replace": {"attention_scores": (
             "def attention_scores(Q, K):\n"
             "    return Q @ K.T / np.sqrt(Q.shape[-1])\n"
         )},
-        "loses": ["test_attention_scores_batch", "test_scaled_dot_product_attention_batch"],
+        "says": "K.T reverses every axis of K",
+        "loses": ["test_attention_scores_batch"],
     },
     {
-        # a placeholder of the right shape must earn nothing; the visible sdpa batch test calls it too
+        # a placeholder of the right shape must earn nothing; the visible sdpa batch test calls it too, and is not
+        # charged for it
         "why": "right for 2-D input, zeros of the right shape for batched input",
         "replace": {"attention_scores": (
             "def attention_scores(Q, K):\n"
@@ -86,7 +96,8 @@ WRONG_ANSWERS = [
             "        return Q @ K.T / np.sqrt(Q.shape[-1])\n"
             "    return np.zeros(Q.shape[:-1] + K.shape[-2:-1])\n"
         )},
-        "loses": ["test_attention_scores_batch", "test_scaled_dot_product_attention_batch"],
+        "says": "Keep the batch axes apart",
+        "loses": ["test_attention_scores_batch"],
     },
     # ------------------------------------------------------------------ causal_mask
     {
@@ -95,6 +106,7 @@ WRONG_ANSWERS = [
             "def causal_mask(n):\n"
             "    return np.triu(np.ones((n, n), dtype=bool))\n"
         )},
+        "says": "(query i sees keys j <= i)",
         "loses": ["test_causal_mask", "test_causal_mask_dtype"],
     },
     {
@@ -103,6 +115,7 @@ WRONG_ANSWERS = [
             "def causal_mask(n):\n"
             "    return np.tril(np.ones((n, n), dtype=bool), k=-1)\n"
         )},
+        "says": "got [[False, False, False], [True, False, False]",
         "loses": ["test_causal_mask", "test_causal_mask_dtype"],
     },
     {
@@ -111,6 +124,7 @@ WRONG_ANSWERS = [
             "def causal_mask(n):\n"
             "    return np.ones((n, n), dtype=bool)\n"
         )},
+        "says": "got [[True, True, True], [True, True, True]",
         "loses": ["test_causal_mask", "test_causal_mask_dtype"],
     },
     {
@@ -120,6 +134,7 @@ WRONG_ANSWERS = [
             "def causal_mask(n):\n"
             "    return _MASK[:n, :n]\n"
         )},
+        "says": "expected shape (9, 9) for n=9; got (8, 8)",
         "loses": ["test_causal_mask"],
     },
     {
@@ -128,6 +143,7 @@ WRONG_ANSWERS = [
             "def causal_mask(n):\n"
             "    return np.tril(np.ones((n, n)))\n"
         )},
+        "says": "expected a boolean NumPy array",
         "loses": ["test_causal_mask_dtype"],
     },
     {
@@ -137,6 +153,7 @@ WRONG_ANSWERS = [
             "    import torch\n"
             "    return torch.nn.Transformer.generate_square_subsequent_mask(n).numpy() == 0\n"
         )},
+        "says": "calls torch.nn.Transformer.generate_square_subsequent_mask",
         "loses": ["test_causal_mask", "test_causal_mask_dtype"],
     },
     # ------------------------------------------------------------------ scaled_dot_product_attention
@@ -151,6 +168,7 @@ WRONG_ANSWERS = [
             "    weights = e / e.sum(axis=-1, keepdims=True)\n"
             "    return weights @ V, weights\n"
         )},
+        "says": "nan or inf",
         "loses": ["test_scaled_dot_product_attention"],
     },
     {
@@ -165,6 +183,7 @@ WRONG_ANSWERS = [
             "    output = (weights @ V) / weights.sum(axis=-1, keepdims=True)\n"
             "    return output, weights\n"
         )},
+        "says": "sum to 1",
         "loses": ["test_scaled_dot_product_attention_weights"],
     },
     {
@@ -177,6 +196,7 @@ WRONG_ANSWERS = [
             "    weights = softmax(scores, axis=-1)\n"
             "    return weights @ V, weights\n"
         )},
+        "says": "must be exactly 0",
         "loses": ["test_scaled_dot_product_attention_mask"],
     },
     {
@@ -186,6 +206,7 @@ WRONG_ANSWERS = [
             "    weights = softmax(attention_scores(Q, K), axis=-1)\n"
             "    return weights @ V, weights\n"
         )},
+        "says": "must be exactly 0",
         "loses": ["test_scaled_dot_product_attention_mask", "test_scaled_dot_product_attention_batch"],
     },
     {
@@ -209,6 +230,7 @@ WRONG_ANSWERS = [
             "    weights = softmax(scores, axis=-1)\n"
             "    return weights @ V, weights\n"
         )},
+        "says": "True = may attend",
         "loses": ["test_scaled_dot_product_attention_mask", "test_scaled_dot_product_attention_batch"],
     },
     {
@@ -222,6 +244,7 @@ WRONG_ANSWERS = [
             "    weights = softmax(scores, axis=-1)\n"
             "    return weights @ V, weights\n"
         )},
+        "says": "np.where(mask, scores, -np.inf)",
         "loses": ["test_scaled_dot_product_attention_batch"],
     },
     {
@@ -234,6 +257,7 @@ WRONG_ANSWERS = [
             "    weights = softmax(scores, axis=-1)\n"
             "    return np.dot(weights, V), weights\n"
         )},
+        "says": "np.dot",
         "loses": ["test_scaled_dot_product_attention_batch"],
     },
     {
@@ -250,6 +274,7 @@ WRONG_ANSWERS = [
             "    m = None if mask is None else torch.from_numpy(np.asarray(mask, dtype=bool))\n"
             "    return F.scaled_dot_product_attention(t(Q), t(K), t(V), attn_mask=m).numpy(), weights\n"
         )},
+        "says": "calls torch.nn.functional.scaled_dot_product_attention",
         "loses": ["test_scaled_dot_product_attention", "test_scaled_dot_product_attention_weights",
                   "test_scaled_dot_product_attention_mask", "test_scaled_dot_product_attention_batch"],
     },
@@ -260,6 +285,7 @@ WRONG_ANSWERS = [
             "def self_attention(X, W_q, W_k, W_v, mask=None):\n"
             "    return scaled_dot_product_attention(X @ W_q, X @ W_q, X @ W_v, mask=mask)\n"
         )},
+        "says": "X @ W_k",
         "loses": ["test_self_attention"],
     },
     {
@@ -268,6 +294,7 @@ WRONG_ANSWERS = [
             "def self_attention(X, W_q, W_k, W_v, mask=None):\n"
             "    return scaled_dot_product_attention(X @ W_q, X @ W_k, X @ W_v)\n"
         )},
+        "says": "Pass `mask` on",
         "loses": ["test_self_attention_mask"],
     },
     {
@@ -285,6 +312,7 @@ WRONG_ANSWERS = [
             "    w = torch.softmax(s, dim=-1)\n"
             "    return F.scaled_dot_product_attention(q, k, v, attn_mask=m).numpy(), w.numpy()\n"
         )},
+        "says": "calls torch.nn.functional.scaled_dot_product_attention",
         "loses": ["test_self_attention", "test_self_attention_mask"],
     },
 ]

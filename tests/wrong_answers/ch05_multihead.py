@@ -102,6 +102,17 @@ MHA_SHORTCUT = _variant(
     "        heads = F.scaled_dot_product_attention(q, k, v, attn_mask=None if mask is None else mask.unsqueeze(-3))\n"
     "        heads = heads.transpose(1, 2).reshape(b, n_q, d)\n")
 
+# A correct module built from the learner's own helpers, as the chapter invites: with a broken or unwritten helper its
+# visible tests fail, and only the helper's own test may lose points (the hidden tests swap in references).
+MHA_WITH_HELPERS = _variant(
+    _MHA, _MHA[_MHA.index("        b, n_q, n_k = x_q.shape[0]"):],
+    "        q, k, v = (split_heads(t, h) for t in (q, k, v))\n"
+    "        heads, weights = sdpa_torch(q, k, v, mask=None if mask is None else mask.unsqueeze(-3))\n"
+    "        return self.W_o(merge_heads(heads)), weights\n")
+SPLIT_UNWRITTEN = '''def split_heads(x, n_heads):
+    raise NotImplementedError()
+'''
+
 # ------------------------------------------------------------------ attention_params
 
 PARAMS_D_MODEL_SQUARED = '''def attention_params(n_layers, n_heads, d_model, d_head, bias=False):
@@ -128,50 +139,79 @@ MHA_TESTS = ["test_MultiHeadAttention", "test_MultiHeadAttention_weights", "test
 WRONG_ANSWERS = [
     # sdpa_torch
     {"why": "transposes K with K.transpose(1, 2): right for 3-D inputs only",
-     "replace": {"sdpa_torch": SDPA_TRANSPOSE_12}, "loses": ["test_sdpa_torch"]},
+     "replace": {"sdpa_torch": SDPA_TRANSPOSE_12},
+     "says": "the visible test raised RuntimeError in sdpa_torch", "loses": ["test_sdpa_torch"]},
     {"why": "casts the inputs to float32, so float64 in gives float32 out",
-     "replace": {"sdpa_torch": SDPA_FLOAT}, "loses": ["test_sdpa_torch"]},
+     "replace": {"sdpa_torch": SDPA_FLOAT},
+     "says": "Don't cast with .float()", "loses": ["test_sdpa_torch"]},
     {"why": "ignores the mask",
-     "replace": {"sdpa_torch": SDPA_NO_MASK}, "loses": ["test_sdpa_torch_mask"]},
+     "replace": {"sdpa_torch": SDPA_NO_MASK},
+     "says": "fill the False positions with -inf", "loses": ["test_sdpa_torch_mask"]},
     {"why": "softmax in NumPy (chapter 4's): right numbers, autograd cut off from Q and K",
-     "replace": {"sdpa_torch": SDPA_NUMPY}, "loses": ["test_sdpa_torch_grad"]},
+     "replace": {"sdpa_torch": SDPA_NUMPY},
+     "says": "detached or done in NumPy", "loses": ["test_sdpa_torch_grad"]},
     {"why": "shortcut: F.scaled_dot_product_attention",
      "replace": {"sdpa_torch": SDPA_SHORTCUT},
+     "says": "calls torch.nn.functional.scaled_dot_product_attention",
      "loses": ["test_sdpa_torch", "test_sdpa_torch_mask", "test_sdpa_torch_grad"]},
     # split / merge
     {"why": "split_heads reshapes straight to (batch, heads, n, d_head): the missing permute",
-     "replace": {"split_heads": SPLIT_NO_PERMUTE}, "loses": ["test_split_heads"]},
+     "replace": {"split_heads": SPLIT_NO_PERMUTE},
+     "says": "mixes tokens into heads", "loses": ["test_split_heads"]},
+    {"why": "split_heads without the permute, used by an otherwise correct MultiHeadAttention: charged to split_heads "
+            "alone",
+     "replace": {"split_heads": SPLIT_NO_PERMUTE, "MultiHeadAttention": MHA_WITH_HELPERS},
+     "says": "mixes tokens into heads", "loses": ["test_split_heads"]},
+    {"why": "split_heads not written yet, used by an otherwise correct MultiHeadAttention: charged to split_heads "
+            "alone",
+     "replace": {"split_heads": SPLIT_UNWRITTEN, "MultiHeadAttention": MHA_WITH_HELPERS},
+     "says": "not attempted yet",
+     "loses": ["test_split_heads"]},
     {"why": "merge_heads reshapes without transposing back",
-     "replace": {"merge_heads": MERGE_NO_PERMUTE}, "loses": ["test_merge_heads"]},
+     "replace": {"merge_heads": MERGE_NO_PERMUTE},
+     "says": "Swap the heads and n axes back first", "loses": ["test_merge_heads"]},
     # MultiHeadAttention
     {"why": "ignores bias=False (always creates biases)",
-     "replace": {"MultiHeadAttention": MHA_IGNORES_BIAS}, "loses": ["test_MultiHeadAttention"]},
+     "replace": {"MultiHeadAttention": MHA_IGNORES_BIAS},
+     "says": "bias=False", "loses": ["test_MultiHeadAttention"]},
     {"why": "returns the weights averaged over heads",
-     "replace": {"MultiHeadAttention": MHA_AVERAGED_WEIGHTS}, "loses": ["test_MultiHeadAttention_weights"]},
+     "replace": {"MultiHeadAttention": MHA_AVERAGED_WEIGHTS},
+     "says": "not their average", "loses": ["test_MultiHeadAttention_weights"]},
     {"why": "reads the mask with nn.MultiheadAttention's convention (True = blocked)",
-     "replace": {"MultiHeadAttention": MHA_INVERTED_MASK}, "loses": ["test_MultiHeadAttention_mask"]},
+     "replace": {"MultiHeadAttention": MHA_INVERTED_MASK},
+     "says": "True means 'may attend'", "loses": ["test_MultiHeadAttention_mask"]},
     {"why": "applies the mask without a heads axis",
-     "replace": {"MultiHeadAttention": MHA_MASK_NO_HEAD_AXIS}, "loses": ["test_MultiHeadAttention_mask"]},
+     "replace": {"MultiHeadAttention": MHA_MASK_NO_HEAD_AXIS},
+     "says": "so its batch axis meets the heads axis", "loses": ["test_MultiHeadAttention_mask"]},
     {"why": "takes keys and values from x_q even when x_kv is given",
-     "replace": {"MultiHeadAttention": MHA_IGNORES_X_KV}, "loses": ["test_MultiHeadAttention_cross"]},
+     "replace": {"MultiHeadAttention": MHA_IGNORES_X_KV},
+     "says": "Keys and values come from x_kv", "loses": ["test_MultiHeadAttention_cross"]},
     {"why": "softmax through NumPy inside forward: right outputs, wrong gradients",
-     "replace": {"MultiHeadAttention": MHA_NUMPY_SOFTMAX}, "loses": ["test_MultiHeadAttention_grad"]},
+     "replace": {"MultiHeadAttention": MHA_NUMPY_SOFTMAX},
+     "says": "detached or computed in NumPy", "loses": ["test_MultiHeadAttention_grad"]},
     {"why": "splits heads with a reshape and no permute",
-     "replace": {"MultiHeadAttention": MHA_NO_SPLIT_PERMUTE}, "loses": MHA_TESTS},
+     "replace": {"MultiHeadAttention": MHA_NO_SPLIT_PERMUTE},
+     "says": "differs from nn.MultiheadAttention", "loses": MHA_TESTS},
     {"why": "merges heads with a reshape and no permute (weights stay right)",
      "replace": {"MultiHeadAttention": MHA_NO_MERGE_PERMUTE},
+     "says": "differs from nn.MultiheadAttention",
      "loses": ["test_MultiHeadAttention", "test_MultiHeadAttention_mask", "test_MultiHeadAttention_cross",
                "test_MultiHeadAttention_grad"]},
     {"why": "scales by sqrt(d_model) instead of sqrt(d_head)",
-     "replace": {"MultiHeadAttention": MHA_SCALE_D_MODEL}, "loses": MHA_TESTS},
+     "replace": {"MultiHeadAttention": MHA_SCALE_D_MODEL},
+     "says": "differs from nn.MultiheadAttention", "loses": MHA_TESTS},
     {"why": "shortcut: F.scaled_dot_product_attention for the heads",
-     "replace": {"MultiHeadAttention": MHA_SHORTCUT}, "loses": MHA_TESTS},
+     "replace": {"MultiHeadAttention": MHA_SHORTCUT},
+     "says": "calls torch.nn.functional.scaled_dot_product_attention", "loses": MHA_TESTS},
     # attention_params
     {"why": "counts 4 * d_model**2 per layer (assumes n_heads * d_head == d_model)",
-     "replace": {"attention_params": PARAMS_D_MODEL_SQUARED}, "loses": ["test_attention_params"]},
+     "replace": {"attention_params": PARAMS_D_MODEL_SQUARED},
+     "says": "need not equal d_model", "loses": ["test_attention_params"]},
     {"why": "forgets W_O's bias",
-     "replace": {"attention_params": PARAMS_BIAS_NO_W_O}, "loses": ["test_attention_params_bias"]},
+     "replace": {"attention_params": PARAMS_BIAS_NO_W_O},
+     "says": "32 bias parameters", "loses": ["test_attention_params_bias"]},
     {"why": "shortcut: counts an nn.MultiheadAttention's parameters",
      "replace": {"attention_params": PARAMS_SHORTCUT},
+     "says": "calls torch.nn.MultiheadAttention",
      "loses": ["test_attention_params", "test_attention_params_bias"]},
 ]
