@@ -35,8 +35,8 @@ from nbgrader import utils as nbutils
 from nbgrader.preprocessors import Execute
 from traitlets import Bool, Callable, Dict, Integer, List, Unicode
 
-from . import env as envs
-from . import kernel_shim, sandbox, static, tripwires
+from .env import KernelEnv, use as use_env
+from . import hints, kernel_shim, sandbox, static, tripwires
 from .messages import CheckFailed
 
 HIDDEN_BEGIN, HIDDEN_END = "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"
@@ -262,7 +262,6 @@ class SandboxedExecute(Execute):
         return cell, self.resources
 
     def _grade_test_cell(self, cell, index, grade_id):
-        from . import hints
         trusted = self.trusted_tests[grade_id]
         visible, hidden = split_hidden(trusted)
         cell.source = visible
@@ -326,8 +325,6 @@ class SandboxedExecute(Execute):
     def _frames(self, error, problem) -> list[hints.Frame] | None:
         """The notebook frames of the error, each with the exercise whose solution cell holds it and, where the
         kernel tells, the shapes of its locals; [] for a cell that timed out or crashed; None when it was not run."""
-        from . import hints
-
         if problem in ("timeout", "dead"):
             return []  # no traceback to read; the static scan may still tell what ran
         if problem != "error":
@@ -386,9 +383,9 @@ class SandboxedExecute(Execute):
         if getattr(self, "_scan", None) is None:
             self._scan = static.Notebook.from_cells(learner_cells(self.nb, self.provided))
         record = self._read_record if self.kernel_preamble else None
-        kernel = envs.KernelEnv(self._send, time_limit=self.timeout, notebook=self._scan, record=record)
+        kernel = KernelEnv(self._send, time_limit=self.timeout, notebook=self._scan, record=record)
         try:
-            with envs.use(kernel):
+            with use_env(kernel):
                 exec(compile(hidden, f"<hidden tests of {grade_id}>", "exec"), {"__name__": "hidden_tests"})
         except CheckFailed as failure:
             return _clip(str(failure))
@@ -419,7 +416,7 @@ class SandboxedExecute(Execute):
         except OSError:
             self._log_offset = 0
         try:
-            probe = self._execute(envs.KernelEnv.code_for(request, nonce), store_history=False)
+            probe = self._execute(KernelEnv.code_for(request, nonce), store_history=False)
         except CellTimeoutError:
             probe = NotebookNode(outputs=[_error("CellTimeoutError", "timed out")])
         except DeadKernelError:
@@ -429,7 +426,7 @@ class SandboxedExecute(Execute):
             if not self._responsive():
                 self._restart("kernel stuck during a test")
             return {"status": "timeout"}
-        answer = envs.KernelEnv.answer_from(probe.outputs, nonce)
+        answer = KernelEnv.answer_from(probe.outputs, nonce)
         if answer is not None:
             return answer
         errors = [o for o in probe.outputs if o.output_type == "error"]

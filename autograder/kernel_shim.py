@@ -9,7 +9,6 @@ record what the call reaches), and sends back plain data: numbers, strings and a
 It uses only the standard library, numpy and (if the learner imported it) torch.
 """
 import base64
-import builtins
 import io
 import json
 import random

@@ -80,7 +80,6 @@ _SDPA_HINT = "Use K.transpose(-2, -1) so any leading batch dimensions work, and 
 
 def test_sdpa_torch():
     """Values and dtype on float64 inputs of several ranks (2-D, 3-D, 4-D), no mask."""
-    import torch
 
     cases = [(11, (5, 4), (7, 4), (7, 3)), (12, (2, 3, 6), (2, 5, 6), (2, 5, 2)),
              (13, (2, 3, 4, 8), (2, 3, 6, 8), (2, 3, 6, 5)), (14, (1, 1, 1), (1, 1, 1), (1, 1, 1))]
@@ -148,7 +147,6 @@ dQ, dK, dV = Q.grad, K.grad, V.grad
 
 def test_sdpa_torch_grad():
     """Autograd gradients of a random linear function of (out, weights) w.r.t. Q, K, V, against PyTorch's."""
-    import torch
 
     for seed, b, nq, nk, d, dv in [(31, 2, 4, 6, 8, 3), (32, 1, 5, 5, 4, 4), (33, 3, 1, 3, 2, 5)]:
         Q, K, V = (_randn(seed, (b, nq, d), "float32"), _randn(seed + 1, (b, nk, d), "float32"),
@@ -265,7 +263,6 @@ def _reference_mha(d_model, n_heads, bias, weights):
 
 def _reference_forward(ref, n_heads, x_q, x_kv, mask):
     """nn.MultiheadAttention with the course's mask converted: its boolean masks mean True = blocked."""
-    import torch
 
     kv = x_q if x_kv is None else x_kv
     attn_mask = key_padding_mask = None
@@ -331,7 +328,6 @@ def _expect_masked_zero(weights, mask, case):
 def test_MultiHeadAttention():
     """Self-attention, no mask: outputs equal nn.MultiheadAttention's with the same weights, both directions;
     parameter count equal; several head counts (1 to d_model), sequence lengths and batch sizes, with and without bias."""
-    import torch
 
     configs = [((8, 2, True), 2, 5), ((12, 3, False), 1, 7), ((16, 4, True), 3, 4), ((6, 1, True), 2, 3),
                ((8, 8, False), 2, 6), ((12, 6, True), 1, 1)]
@@ -429,7 +425,6 @@ def test_MultiHeadAttention_cross():
 
 def test_MultiHeadAttention_grad():
     """Gradients of sum(out * g) w.r.t. the input and every parameter, against nn.MultiheadAttention's."""
-    import torch
 
     for i, (cfg, b, n) in enumerate([((12, 3, True), 2, 5), ((8, 2, True), 1, 4), ((16, 8, True), 2, 3)]):
         seed = 110 + i

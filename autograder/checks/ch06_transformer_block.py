@@ -193,7 +193,6 @@ def _causal(n):
 
 
 def _ref_gpt(ids, sd, n_heads, n_layers, final_ln=True, positions=True):
-    import torch
     import torch.nn.functional as F
 
     n = ids.shape[1]
@@ -352,7 +351,6 @@ with torch.no_grad():
 
 
 def _ffn_cases(activation, cases):
-    import torch
     import torch.nn.functional as F
 
     for seed, shape, d_ff in cases:

@@ -13,7 +13,7 @@ even for a float64 model, so whole-model and whole-block logits are compared at 
 from __future__ import annotations
 
 from .sources import definition, solution
-from . import CheckFailed, env, expect, expect_close
+from . import CheckFailed, env, expect_close
 
 FORBID_LIBRARY = ["transformers.*"]
 FORBID_RMSNORM = FORBID_LIBRARY + ["torch*rms_norm*", "torch.nn.modules.normalization.RMSNorm*"]
