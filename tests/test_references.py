@@ -7,17 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from autograder.checks import CheckFailed, references, rng
+from autograder.checks import references, rng
+from test_expectations import message
 
 pytestmark = pytest.mark.unit
-
-
-def message(check, *args, **kwargs) -> str | None:
-    try:
-        check(*args, **kwargs)
-    except CheckFailed as failed:
-        return str(failed)
-    return None
 
 
 MASK = np.array([[True, False], [True, True]])

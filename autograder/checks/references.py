@@ -83,7 +83,7 @@ def sdpa(Q, K, V, mask=None, enable_gqa=False):
 
 
 def torch_attention(Q, K, V, mask=None):
-    """(output, weights) of torch tensors: weights by masked_fill + torch.softmax, output by PyTorch's fused attention."""
+    """(output, weights) of torch tensors: weights by masked_fill + torch.softmax, output by `sdpa`."""
     scores = Q @ K.transpose(-2, -1) / np.sqrt(Q.shape[-1])
     if mask is not None:
         scores = scores.masked_fill(~mask, float("-inf"))
