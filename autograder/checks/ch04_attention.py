@@ -21,7 +21,7 @@ import numpy as np
 from .references import attention as _reference_attention, causal_mask, expect_pair, masked_weights_are_zero
 from .references import random_mask as _random_mask, rows_sum_to_one, softmax as _reference_softmax
 from .sources import solution
-from . import expect, expect_close, expect_shape, expect_type, env, held_as, rng
+from . import expect, expect_cases, expect_close, expect_shape, expect_type, env, held_as, rng
 
 ATOL, RTOL = 1e-6, 1e-5
 
@@ -54,14 +54,11 @@ def _pair(got, exercise, case):
 
 def test_softmax():
     """Values along several axes and batch shapes, against the reference."""
-    for seed, shape, axis in [(11, (3, 7), -1), (12, (2, 4, 5), 1), (13, (6,), 0), (14, (2, 3, 4, 5), 0),
-                              (15, (5, 3), 0)]:
-        x = rng(seed).normal(size=shape) * 3
-        case = f"x of shape {shape}, axis={axis}"
-        got = env().call("softmax", x, axis=axis, case=case, forbid=FORBID_SOFTMAX)
-        want = _reference_softmax(x, axis)
-        expect_close("softmax", got, want, atol=ATOL, rtol=RTOL, case=case,
-                     hint="Subtract the max, exponentiate, and divide by the sum along `axis` (keepdims=True).")
+    expect_cases("softmax", [(f"x of shape {shape}, axis={axis}", (rng(seed).normal(size=shape) * 3,), {"axis": axis})
+                             for seed, shape, axis in [(11, (3, 7), -1), (12, (2, 4, 5), 1), (13, (6,), 0),
+                                                       (14, (2, 3, 4, 5), 0), (15, (5, 3), 0)]],
+                 _reference_softmax, atol=ATOL, rtol=RTOL, forbid=FORBID_SOFTMAX,
+                 hint="Subtract the max, exponentiate, and divide by the sum along `axis` (keepdims=True).")
     # the default axis is the last one
     x = rng(16).normal(size=(4, 6))
     got = env().call("softmax", x, case="x of shape (4, 6), default axis", forbid=FORBID_SOFTMAX)
@@ -115,14 +112,14 @@ def test_softmax_stability():
 
 def test_attention_scores():
     """2-D Q, K of several sizes (n_q != n_k, several d_k): values including the 1/sqrt(d_k) scale."""
+    cases = []
     for seed, n_q, n_k, d_k in [(31, 3, 5, 4), (32, 6, 6, 16), (33, 1, 7, 64), (34, 5, 2, 1)]:
         r = rng(seed)
         Q, K = r.normal(size=(n_q, d_k)), r.normal(size=(n_k, d_k))
-        case = f"Q {Q.shape}, K {K.shape}"
-        got = env().call("attention_scores", Q, K, case=case, forbid=FORBID_ATTENTION)
-        want = (Q @ K.T) / np.sqrt(d_k)
-        expect_close("attention_scores", got, want, atol=ATOL, rtol=RTOL, case=case,
-                     hint="scores = Q K^T / sqrt(d_k), with d_k = Q.shape[-1] (the square root, not d_k itself).")
+        cases.append((f"Q {Q.shape}, K {K.shape}", (Q, K)))
+    expect_cases("attention_scores", cases, lambda Q, K: (Q @ K.T) / np.sqrt(Q.shape[-1]), atol=ATOL, rtol=RTOL,
+                 forbid=FORBID_ATTENTION,
+                 hint="scores = Q K^T / sqrt(d_k), with d_k = Q.shape[-1] (the square root, not d_k itself).")
 
 
 def _proportional_to(got, dots):
