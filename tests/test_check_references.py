@@ -1,8 +1,9 @@
 """The hidden checks' own references agree with PyTorch's, where a check computes its reference without torch.
 
 Chapter 4 grades a NumPy chapter and keeps torch out of the grader (importing it costs more CPU than the whole check);
-its references are pinned to `torch.softmax` and `F.scaled_dot_product_attention` here instead, on inputs like the
-checks' own: several batch shapes, masks that broadcast, logits in the thousands.
+the NumPy references it uses (`autograder/checks/references.py`) are pinned to `torch.softmax` and
+`F.scaled_dot_product_attention` here instead, on inputs like the checks' own: several batch shapes, masks that
+broadcast, logits in the thousands.
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from autograder.checks import ch04_attention as ch04
+from autograder.checks import references
 
 CASES = [  # (lead, n_q, n_k, d_k, d_v, scale, mask kind)
     ((), 3, 5, 4, 6, 1.0, None), ((), 4, 6, 16, 3, 30.0, None), ((2,), 4, 5, 3, 6, 1.0, "random"),
@@ -25,7 +26,7 @@ CASES = [  # (lead, n_q, n_k, d_k, d_v, scale, mask kind)
 def test_ch04_softmax_reference_is_torchs(shape, axis, scale):
     x = np.random.default_rng(len(shape)).normal(size=shape) * scale + scale
     want = torch.softmax(torch.from_numpy(x), dim=axis).numpy()
-    np.testing.assert_allclose(ch04._reference_softmax(x, axis), want, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(references.softmax(x, axis), want, rtol=1e-12, atol=1e-15)
 
 
 @pytest.mark.timeout(120)
@@ -34,15 +35,15 @@ def test_ch04_attention_reference_is_torchs(lead, n_q, n_k, d_k, d_v, scale, kin
     r = np.random.default_rng(n_q * 100 + n_k)
     Q = r.normal(size=(*lead, n_q, d_k)) * scale
     K, V = r.normal(size=(*lead, n_k, d_k)), r.normal(size=(*lead, n_k, d_v))
-    mask = {None: None, "causal": np.tril(np.ones((n_q, n_k), dtype=bool)),
-            "random": ch04._random_mask(r, n_q, n_k, lead=lead),
-            "broadcast": ch04._random_mask(r, n_q, n_k, lead=lead[:1] + (1,))}[kind]
+    mask = {None: None, "causal": references.causal_mask(n_q, numpy=True),
+            "random": references.random_mask(r, n_q, n_k, lead=lead),
+            "broadcast": references.random_mask(r, n_q, n_k, lead=lead[:1] + (1,))}[kind]
     q, k, v = (torch.from_numpy(a) for a in (Q, K, V))
     m = None if mask is None else torch.from_numpy(mask)
     scores = q @ k.transpose(-1, -2) / np.sqrt(d_k)
     weights = torch.softmax(scores if m is None else scores.masked_fill(~m, float("-inf")), dim=-1)
     output = F.scaled_dot_product_attention(q, k, v, attn_mask=m)
-    got_output, got_weights = ch04._reference_attention(Q, K, V, mask)
+    got_output, got_weights = references.attention(Q, K, V, mask)
     np.testing.assert_allclose(got_weights, weights.numpy(), rtol=1e-10, atol=1e-14)
     np.testing.assert_allclose(got_output, output.numpy(), rtol=1e-10, atol=1e-12)
     if mask is not None:

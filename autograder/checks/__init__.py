@@ -20,8 +20,8 @@ import numpy as np
 from ..env import env
 from ..messages import CheckFailed, brief, brief_pair, describe_shape
 
-__all__ = ["env", "CheckFailed", "rng", "expect", "expect_close", "expect_equal", "expect_shape", "expect_type",
-           "FLOAT32_TOL", "held_as"]
+__all__ = ["env", "CheckFailed", "rng", "expect", "expect_close", "expect_cases", "expect_equal", "expect_shape",
+           "expect_type", "FLOAT32_TOL", "held_as"]
 
 # The dtype policy (stated in the book's notation page and CONTRIBUTING.md): an answer may be float32 or float64.
 # A check states the tolerance a float64 answer meets; `expect_close` widens it for an answer of lower precision
@@ -137,3 +137,14 @@ def expect_close(exercise: str, got, want, *, atol: float, rtol: float = 0.0, ca
             f"{shown_want}, got {shown_got} (max |error| {float(error.max()):.3g}, "
             f"tolerance {atol:.3g} + {rtol:.3g}·|expected|{precision}).{_hint(hint)}"
         )
+
+
+def expect_cases(exercise: str, cases, reference, *, atol: float, rtol: float = 0.0, hint: str = "",
+                 what: str = "values", forbid=(), substitute=None) -> None:
+    """A case table: each case is (description, args) or (description, args, kwargs); the learner's `exercise` is
+    called once per case, in order, and its answer compared with `reference(*args, **kwargs)` by `expect_close`."""
+    for case, args, *kwargs in cases:
+        kwargs = kwargs[0] if kwargs else {}
+        got = env().call(exercise, *args, case=case, forbid=forbid, substitute=substitute, **kwargs)
+        expect_close(exercise, got, reference(*args, **kwargs), atol=atol, rtol=rtol, case=case, hint=hint,
+                     what=what)

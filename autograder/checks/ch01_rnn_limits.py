@@ -20,7 +20,8 @@ from __future__ import annotations
 import numpy as np
 
 from .sources import solution
-from . import env, expect, expect_close, expect_shape, expect_type, rng
+from .references import torch as _torch
+from . import env, expect, expect_cases, expect_close, expect_shape, expect_type, rng
 
 FORBID = ["torch*", "functorch*", "jax*", "autograd*", "scipy*", "tensorflow*"]
 ATOL, RTOL = 1e-10, 1e-8
@@ -29,18 +30,19 @@ ATOL, RTOL = 1e-10, 1e-8
 # ---------------------------------------------------------------------------------------------------------------
 # torch references (independent of the learner's code and of the notebook's)
 # ---------------------------------------------------------------------------------------------------------------
-def _torch():
-    import torch
-
-    return torch
-
-
 def _params(seed, d_in, d_h, gain=1.0):
     g = rng(seed)
     W_xh = g.normal(size=(d_in, d_h)) / np.sqrt(d_in)
     W_hh = g.normal(size=(d_h, d_h)) * gain / np.sqrt(d_h)
     b_h = g.normal(size=(d_h,)) * 0.1
     return W_xh, W_hh, b_h
+
+
+def _inputs(seed, lead, n, d_in, d_h, gain):
+    """(X, h_init, W_xh, W_hh, b_h): one sequence (n, d_in), or a batch of them (`lead`), and weights of that gain."""
+    W_xh, W_hh, b_h = _params(seed, d_in, d_h, gain)
+    g = rng(seed + 100)
+    return g.normal(size=(*lead, n, d_in)), g.uniform(-1, 1, size=(*lead, d_h)), W_xh, W_hh, b_h
 
 
 def _torch_rnn(W_xh, W_hh, b_h, cell=False):
@@ -72,16 +74,9 @@ def _torch_forward(X, h_init, W_xh, W_hh, b_h):
     """nn.RNN on (n, d_in) (unbatched) or (batch, n, d_in) with batch_first."""
     torch = _torch()
     rnn = _torch_rnn(W_xh, W_hh, b_h)
-    x = torch.from_numpy(X)
-    if X.ndim == 2:
-        h0 = torch.from_numpy(h_init)[None]            # (layers=1, d_h)
-        with torch.no_grad():
-            out, _ = rnn(x, h0)
-    else:
-        rnn.batch_first = True
-        h0 = torch.from_numpy(h_init)[None]            # (1, batch, d_h)
-        with torch.no_grad():
-            out, _ = rnn(x, h0)
+    rnn.batch_first = X.ndim == 3
+    with torch.no_grad():  # h0: (layers=1, d_h), or (1, batch, d_h) for a batch
+        out, _ = rnn(torch.from_numpy(X), torch.from_numpy(h_init)[None])
     return out.numpy()
 
 
@@ -157,30 +152,23 @@ def test_rnn_step_shapes():
 SUB_STEP = {"rnn_step": solution("01", "rnn_step")}
 
 
+def _forward_cases(specs):
+    inputs = [_inputs(seed, lead, n, d_in, d_h, 1.3) for seed, lead, n, d_in, d_h in specs]
+    return [(f"X of shape {args[0].shape}, h_init of shape {args[1].shape}", args) for args in inputs]
+
+
 def test_rnn_forward():
     """One sequence (n, d_in) against torch.nn.RNN (unbatched input)."""
-    for seed, n, d_in, d_h in [(31, 6, 3, 5), (32, 1, 4, 3), (33, 17, 2, 8)]:
-        W_xh, W_hh, b_h = _params(seed, d_in, d_h, 1.3)
-        g = rng(seed + 100)
-        X, h_init = g.normal(size=(n, d_in)), g.uniform(-1, 1, size=(d_h,))
-        case = f"X of shape {X.shape}, h_init of shape {h_init.shape}"
-        got = env().call("rnn_forward", X, h_init, W_xh, W_hh, b_h, case=case, forbid=FORBID, substitute=SUB_STEP)
-        want = _torch_forward(X, h_init, W_xh, W_hh, b_h)
-        expect_close("rnn_forward", got, want, atol=ATOL, rtol=RTOL, case=case,
-                     hint="Row t is h_t, the state after reading x_t (h_init is not part of the output).")
+    expect_cases("rnn_forward", _forward_cases([(31, (), 6, 3, 5), (32, (), 1, 4, 3), (33, (), 17, 2, 8)]),
+                 _torch_forward, atol=ATOL, rtol=RTOL, forbid=FORBID, substitute=SUB_STEP,
+                 hint="Row t is h_t, the state after reading x_t (h_init is not part of the output).")
 
 
 def test_rnn_forward_batch():
     """A batch of sequences (batch, n, d_in) against torch.nn.RNN(batch_first=True)."""
-    for seed, batch, n, d_in, d_h in [(41, 3, 5, 4, 6), (42, 7, 2, 3, 3), (43, 1, 9, 2, 4)]:
-        W_xh, W_hh, b_h = _params(seed, d_in, d_h, 1.3)
-        g = rng(seed + 100)
-        X, h_init = g.normal(size=(batch, n, d_in)), g.uniform(-1, 1, size=(batch, d_h))
-        case = f"X of shape {X.shape}, h_init of shape {h_init.shape}"
-        got = env().call("rnn_forward", X, h_init, W_xh, W_hh, b_h, case=case, forbid=FORBID, substitute=SUB_STEP)
-        want = _torch_forward(X, h_init, W_xh, W_hh, b_h)
-        expect_close("rnn_forward", got, want, atol=ATOL, rtol=RTOL, case=case,
-                     hint="Time is axis -2: take X[..., t, :], and stack the states along axis -2.")
+    expect_cases("rnn_forward", _forward_cases([(41, (3,), 5, 4, 6), (42, (7,), 2, 3, 3), (43, (1,), 9, 2, 4)]),
+                 _torch_forward, atol=ATOL, rtol=RTOL, forbid=FORBID, substitute=SUB_STEP,
+                 hint="Time is axis -2: take X[..., t, :], and stack the states along axis -2.")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -189,9 +177,7 @@ def test_rnn_forward_batch():
 def test_jacobian_first_to_last():
     """One sequence: H from torch.nn.RNN in, d h_{n-1} / d x_0 (d_h, d_in) out, against torch.func.jacfwd."""
     for seed, n, d_in, d_h, gain in [(51, 5, 3, 4, 1.0), (52, 1, 2, 5, 1.0), (53, 12, 4, 6, 2.0), (54, 2, 5, 3, 0.7)]:
-        W_xh, W_hh, b_h = _params(seed, d_in, d_h, gain)
-        g = rng(seed + 100)
-        X, h_init = g.normal(size=(n, d_in)), g.uniform(-1, 1, size=(d_h,))
+        X, h_init, W_xh, W_hh, b_h = _inputs(seed, (), n, d_in, d_h, gain)
         H = _torch_forward(X, h_init, W_xh, W_hh, b_h)
         case = f"H of shape {H.shape}, W_xh of shape {W_xh.shape}"
         got = env().call("jacobian_first_to_last", H, W_xh, W_hh, case=case, forbid=FORBID)
@@ -204,9 +190,7 @@ def test_jacobian_first_to_last():
 def test_jacobian_first_to_last_batch():
     """A batch of state sequences H (batch, n, d_h) -> (batch, d_h, d_in), one Jacobian per sequence."""
     for seed, batch, n, d_in, d_h in [(61, 3, 4, 2, 5), (62, 2, 7, 3, 3), (63, 4, 1, 4, 2)]:
-        W_xh, W_hh, b_h = _params(seed, d_in, d_h, 1.5)
-        g = rng(seed + 100)
-        X, h_init = g.normal(size=(batch, n, d_in)), g.uniform(-1, 1, size=(batch, d_h))
+        X, h_init, W_xh, W_hh, b_h = _inputs(seed, (batch,), n, d_in, d_h, 1.5)
         H = _torch_forward(X, h_init, W_xh, W_hh, b_h)
         case = f"H of shape {H.shape}, W_xh of shape {W_xh.shape}"
         got = env().call("jacobian_first_to_last", H, W_xh, W_hh, case=case, forbid=FORBID)
@@ -225,9 +209,7 @@ SUB_JACOBIAN = {"jacobian_first_to_last": solution("01", "jacobian_first_to_last
 def test_influence_curve():
     """||d h_t / d x_0||_F for t = 0..n-1 against torch.func.jacfwd, for a few gains of W_hh."""
     for seed, n, d_in, d_h, gain in [(71, 8, 3, 5, 1.0), (72, 20, 2, 6, 0.6), (73, 15, 4, 4, 2.5), (74, 1, 3, 2, 1.0)]:
-        W_xh, W_hh, b_h = _params(seed, d_in, d_h, gain)
-        g = rng(seed + 100)
-        X, h_init = g.normal(size=(n, d_in)), g.uniform(-1, 1, size=(d_h,))
+        X, h_init, W_xh, W_hh, b_h = _inputs(seed, (), n, d_in, d_h, gain)
         H = _torch_forward(X, h_init, W_xh, W_hh, b_h)
         case = f"H of shape {H.shape}, W_xh of shape {W_xh.shape} (gain {gain})"
         got = env().call("influence_curve", H, W_xh, W_hh, case=case, forbid=FORBID, substitute=SUB_JACOBIAN)
@@ -269,22 +251,19 @@ def _torch_scores(X):
     return (torch.matmul(x, x.transpose(-2, -1)) / np.sqrt(X.shape[-1])).numpy()
 
 
+def _score_cases(shapes, seeds):
+    return [(f"X of shape {shape}", (rng(seed).normal(size=shape),)) for seed, shape in zip(seeds, shapes)]
+
+
 def test_pairwise_scores():
     """One sequence (n, d): the (n, n) matrix X X^T / sqrt(d)."""
-    for seed, n, d in [(91, 5, 4), (92, 1, 3), (93, 12, 7)]:
-        X = rng(seed).normal(size=(n, d))
-        case = f"X of shape {X.shape}"
-        got = env().call("pairwise_scores", X, case=case, forbid=FORBID)
-        expect_close("pairwise_scores", got, _torch_scores(X), atol=ATOL, rtol=RTOL, case=case,
-                     hint="Entry [i, j] is x_i . x_j / sqrt(d), with d = X.shape[-1].")
+    expect_cases("pairwise_scores", _score_cases([(5, 4), (1, 3), (12, 7)], (91, 92, 93)), _torch_scores,
+                 atol=ATOL, rtol=RTOL, forbid=FORBID, hint="Entry [i, j] is x_i . x_j / sqrt(d), with d = X.shape[-1].")
 
 
 def test_pairwise_scores_batch():
     """Leading dimensions (batch, n, d) and (2, 3, n, d): one product per sequence, no mixing across the batch."""
-    for seed, shape in [(101, (3, 5, 4)), (102, (2, 3, 4, 6)), (103, (1, 7, 2))]:
-        X = rng(seed).normal(size=shape)
-        case = f"X of shape {X.shape}"
-        got = env().call("pairwise_scores", X, case=case, forbid=FORBID)
-        expect_close("pairwise_scores", got, _torch_scores(X), atol=ATOL, rtol=RTOL, case=case,
-                     hint="Entry [..., i, j] is x_i . x_j / sqrt(d). Note that X.T reverses every axis; "
-                          "np.swapaxes(X, -1, -2) keeps batch dimensions in front.")
+    expect_cases("pairwise_scores", _score_cases([(3, 5, 4), (2, 3, 4, 6), (1, 7, 2)], (101, 102, 103)),
+                 _torch_scores, atol=ATOL, rtol=RTOL, forbid=FORBID,
+                 hint="Entry [..., i, j] is x_i . x_j / sqrt(d). Note that X.T reverses every axis; "
+                      "np.swapaxes(X, -1, -2) keeps batch dimensions in front.")

@@ -16,7 +16,7 @@ from collections import Counter
 import numpy as np
 
 from .sources import solution
-from . import CheckFailed, env, expect, expect_close, held_as, rng
+from . import CheckFailed, env, expect, expect_cases, expect_close, held_as, rng
 
 FORBID_TOKENIZERS = ["tokenizers*", "sentencepiece*", "tiktoken*", "transformers*", "nltk*", "torchtext*"]
 FORBID_ONE_HOT = ["torch*one_hot*", "sklearn*", "tensorflow*", "keras*"]
@@ -246,40 +246,36 @@ def _describe_text(text):
     return f"a text of {len(words)} words ({len(set(words))} distinct)"
 
 
-def test_bpe_train():
-    hug = " ".join(["hug"] * 10 + ["pug"] * 5 + ["pun"] * 12 + ["bun"] * 4 + ["hugs"] * 5)  # no ties in 3 merges
-    cases = [(s, t, n) for s, t, n, _ in _cases("plain")] + [(-1, hug, 3)]
+def _expect_merges(cases, describe, hint):
+    """bpe_train on each (seed, text, num_merges) against the reference's merges."""
     for seed, text, num_merges in cases:
         want, _, _ = _reference_bpe(text, num_merges)
-        case = f"{_describe_text(text)}, num_merges={num_merges}"
+        case = describe(text, num_merges)
         got = env().call("bpe_train", text, num_merges, case=case, forbid=FORBID_TOKENIZERS)
-        got = _normalise_merges(got, "bpe_train", case)
-        _compare_merges(got, want, case, "Count pairs over all word occurrences (weighted by frequency), inside "
-                                         "words only, and re-count after every merge.")
+        _compare_merges(_normalise_merges(got, "bpe_train", case), want, case, hint)
+
+
+def test_bpe_train():
+    hug = " ".join(["hug"] * 10 + ["pug"] * 5 + ["pun"] * 12 + ["bun"] * 4 + ["hugs"] * 5)  # no ties in 3 merges
+    _expect_merges([(s, t, n) for s, t, n, _ in _cases("plain")] + [(-1, hug, 3)],
+                   lambda text, n: f"{_describe_text(text)}, num_merges={n}",
+                   "Count pairs over all word occurrences (weighted by frequency), inside words only, and re-count "
+                   "after every merge.")
 
 
 def test_bpe_train_ties():
     handmade = [(-1, "ba ab xba xab", 2), (-2, "ba ab cba cab cd ecd", 3), (-3, "나다 가나 나다라 가나라 xy xyz", 2)]
-    cases = handmade + [(s, t, n) for s, t, n, _ in _cases("tie")]
-    for seed, text, num_merges in cases:
-        want, tie, _ = _reference_bpe(text, num_merges)
-        case = f"{_describe_text(text)}, num_merges={num_merges}, with tied counts"
-        got = env().call("bpe_train", text, num_merges, case=case, forbid=FORBID_TOKENIZERS)
-        got = _normalise_merges(got, "bpe_train", case)
-        _compare_merges(got, want, case, "Among pairs with the same count, take the smallest pair (left, right) "
-                                         "in Python's tuple order, e.g. min(tied_pairs).")
+    _expect_merges(handmade + [(s, t, n) for s, t, n, _ in _cases("tie")],
+                   lambda text, n: f"{_describe_text(text)}, num_merges={n}, with tied counts",
+                   "Among pairs with the same count, take the smallest pair (left, right) in Python's tuple order, "
+                   "e.g. min(tied_pairs).")
 
 
 def test_bpe_train_stops():
     handmade = [(-1, "abc def", 5), (-2, "a b c", 4), (-3, "", 3), (-4, "aaaa", 10), (-5, "xaaaa aaab", 10)]
-    cases = handmade + [(s, t, n) for s, t, n, _ in _cases("stop")]
-    for seed, text, num_merges in cases:
-        want, _, _ = _reference_bpe(text, num_merges)
-        case = f"{_describe_text(text) if text else 'the empty text'}, num_merges={num_merges}"
-        got = env().call("bpe_train", text, num_merges, case=case, forbid=FORBID_TOKENIZERS)
-        got = _normalise_merges(got, "bpe_train", case)
-        _compare_merges(got, want, case, "Stop early when the most frequent pair occurs fewer than 2 times "
-                                         "(or no pair is left).")
+    _expect_merges(handmade + [(s, t, n) for s, t, n, _ in _cases("stop")],
+                   lambda text, n: f"{_describe_text(text) if text else 'the empty text'}, num_merges={n}",
+                   "Stop early when the most frequent pair occurs fewer than 2 times (or no pair is left).")
 
 
 def test_bpe_encode():
@@ -473,19 +469,21 @@ def test_analogy_excludes_inputs():
 # unembedding and temperature
 # --------------------------------------------------------------------------------------------------------------
 
-def test_unembed():
+def _torch_linear(h, W_U):
     import torch
     import torch.nn.functional as F
 
+    return F.linear(torch.from_numpy(h), torch.from_numpy(W_U)).numpy()
+
+
+def test_unembed():
+    cases = []
     for seed, hs, (V, d) in [(81, (6,), (10, 6)), (82, (4, 5), (7, 5)), (83, (2, 3, 8), (30, 8))]:
         g = rng(seed)
         h = g.normal(size=hs)
-        W_U = g.normal(size=(V, d))
-        case = f"h of shape {hs}, W_U of shape {(V, d)}"
-        got = env().call("unembed", h, W_U, case=case, forbid=FORBID_LINEAR)
-        want = F.linear(torch.from_numpy(h), torch.from_numpy(W_U)).numpy()
-        expect_close("unembed", got, want, atol=1e-10, rtol=1e-8, case=case,
-                     hint="logits = h @ W_U.T: one score per vocabulary word, shape h.shape[:-1] + (V,).")
+        cases.append((f"h of shape {hs}, W_U of shape {(V, d)}", (h, g.normal(size=(V, d)))))
+    expect_cases("unembed", cases, _torch_linear, atol=1e-10, rtol=1e-8, forbid=FORBID_LINEAR,
+                 hint="logits = h @ W_U.T: one score per vocabulary word, shape h.shape[:-1] + (V,).")
 
 
 def _torch_softmax_t(logits, T):
@@ -495,13 +493,12 @@ def _torch_softmax_t(logits, T):
 
 
 def test_softmax_with_temperature():
-    for seed, shape, T in [(91, (7,), 1.0), (92, (3, 10), 0.5), (93, (2, 4, 6), 2.0), (94, (5,), 0.1),
-                           (95, (2, 9), 7.0)]:
-        x = rng(seed).normal(size=shape) * 3
-        case = f"logits of shape {shape}, T={T}"
-        got = env().call("softmax_with_temperature", x, T, case=case, forbid=FORBID_SOFTMAX)
-        expect_close("softmax_with_temperature", got, _torch_softmax_t(x, T), atol=1e-10, rtol=1e-8, case=case,
-                     hint="Divide the logits by T (not multiply), then softmax along the last axis.")
+    expect_cases("softmax_with_temperature",
+                 [(f"logits of shape {shape}, T={T}", (rng(seed).normal(size=shape) * 3, T))
+                  for seed, shape, T in [(91, (7,), 1.0), (92, (3, 10), 0.5), (93, (2, 4, 6), 2.0), (94, (5,), 0.1),
+                                         (95, (2, 9), 7.0)]],
+                 _torch_softmax_t, atol=1e-10, rtol=1e-8, forbid=FORBID_SOFTMAX,
+                 hint="Divide the logits by T (not multiply), then softmax along the last axis.")
     x = rng(96).normal(size=(4,))
     case = "logits of shape (4,), T passed by keyword (T=3.0)"
     got = env().call("softmax_with_temperature", x, T=3.0, case=case, forbid=FORBID_SOFTMAX)

@@ -22,7 +22,7 @@ import math
 import numpy as np
 
 from .sources import solution
-from . import CheckFailed, env, expect, expect_close, expect_shape, rng
+from . import CheckFailed, env, expect, expect_cases, expect_close, expect_shape, rng
 
 # Calling a library's version of the thing being built earns nothing.
 FORBID_EMBEDDING = [
@@ -82,21 +82,18 @@ except BaseException as _ag_error:
 def test_positional_encoding():
     """Default base 10000, several shapes, positions up to 1999: atol 1e-9 (float64 arithmetic needed)."""
     # answers stay well under the grader's 1 MiB of output per cell
-    for n, d in [(1, 2), (7, 6), (33, 10), (2000, 16), (64, 512)]:
-        case = f"n={n}, d={d}"
-        got = env().call("positional_encoding", n, d, case=case)
-        expect_close("positional_encoding", got, _reference_pe(n, d), atol=1e-9, case=case,
-                     hint="Even columns sin, odd columns cos, both with the frequency base^(-2i/d) of pair i; "
-                          "compute in float64 (float32 loses the phase at large p).")
+    expect_cases("positional_encoding", [(f"n={n}, d={d}", (n, d)) for n, d in [(1, 2), (7, 6), (33, 10), (2000, 16),
+                                                                                 (64, 512)]],
+                 _reference_pe, atol=1e-9, hint="Even columns sin, odd columns cos, both with the frequency "
+                                                "base^(-2i/d) of pair i; compute in float64 (float32 loses the phase "
+                                                "at large p).")
 
 
 def test_positional_encoding_base():
     """The `base` argument is used: small tables, bases 100, 10.0, 1e6; atol 1e-6."""
-    for n, d, base in [(12, 8, 100), (9, 6, 10.0), (5, 4, 1_000_000)]:
-        case = f"n={n}, d={d}, base={base}"
-        got = env().call("positional_encoding", n, d, base=base, case=case)
-        expect_close("positional_encoding", got, _reference_pe(n, d, base), atol=1e-6, case=case,
-                     hint="Use the base you were given, not a hard-coded 10000.")
+    expect_cases("positional_encoding", [(f"n={n}, d={d}, base={base}", (n, d), {"base": base})
+                                         for n, d, base in [(12, 8, 100), (9, 6, 10.0), (5, 4, 1_000_000)]],
+                 _reference_pe, atol=1e-6, hint="Use the base you were given, not a hard-coded 10000.")
 
 
 def test_positional_encoding_odd_d():
@@ -156,24 +153,21 @@ def test_rotation_matrix_blocks():
 
 # --------------------------------------------------------------------------------------------- add_positional_encoding
 
+def _expect_pe_added(seeds_and_shapes, hint):
+    expect_cases("add_positional_encoding", [(f"X of shape {shape}", (rng(seed).normal(size=shape),))
+                                             for seed, shape in seeds_and_shapes],
+                 lambda X: X + _reference_pe(*X.shape[-2:]), atol=1e-9, hint=hint, substitute=SUBSTITUTE)
+
+
 def test_add_positional_encoding():
     """X of shape (n, d): X + PE[:n]; atol 1e-9."""
-    for seed, shape in [(31, (5, 8)), (32, (12, 6)), (33, (1, 4))]:
-        X = rng(seed).normal(size=shape)
-        case = f"X of shape {shape}"
-        got = env().call("add_positional_encoding", X, case=case, substitute=SUBSTITUTE)
-        expect_close("add_positional_encoding", got, X + _reference_pe(*shape), atol=1e-9, case=case,
-                     hint="n and d are the last two axes of X: X.shape[-2:].")
+    _expect_pe_added([(31, (5, 8)), (32, (12, 6)), (33, (1, 4))], "n and d are the last two axes of X: X.shape[-2:].")
 
 
 def test_add_positional_encoding_batch():
     """X of shape (batch, n, d): the same PE[:n] added to every sequence; atol 1e-9."""
-    for seed, shape in [(41, (3, 5, 8)), (42, (2, 9, 4)), (43, (1, 3, 6))]:
-        X = rng(seed).normal(size=shape)
-        case = f"X of shape {shape}"
-        got = env().call("add_positional_encoding", X, case=case, substitute=SUBSTITUTE)
-        expect_close("add_positional_encoding", got, X + _reference_pe(*shape[-2:]), atol=1e-9, case=case,
-                     hint="Build PE for n = X.shape[-2], d = X.shape[-1] and let broadcasting add it to every sequence.")
+    _expect_pe_added([(41, (3, 5, 8)), (42, (2, 9, 4)), (43, (1, 3, 6))],
+                     "Build PE for n = X.shape[-2], d = X.shape[-1] and let broadcasting add it to every sequence.")
 
 
 # --------------------------------------------------------------------------------------------- pe_similarity
@@ -205,26 +199,25 @@ def test_learned_position_lookup():
                      hint="Row p of the table is the vector of position p; the result has shape positions.shape + (d,).")
 
 
-def test_learned_position_lookup_too_long():
-    """Positions at or past the table's length: ValueError (not NumPy's IndexError)."""
-    table_shape = (8, 4)
-    for positions in ([0, 3, 8], [2, 11, 1], list(range(9))):
-        case = f"a table of {table_shape[0]} positions and positions {positions}"
+def _lookup_rejects(cases, hint):
+    """learned_position_lookup on an (8, 4) table raises ValueError for each list of positions in `cases`."""
+    for positions in cases:
         _raises_value_error(
             "learned_position_lookup",
-            f"learned_position_lookup(__import__('numpy').zeros({table_shape}), __import__('numpy').array({positions}))",
-            case, "A learned table has no row for a position >= its length (max_len); say so with a ValueError.")
+            f"learned_position_lookup(__import__('numpy').zeros((8, 4)), __import__('numpy').array({positions}))",
+            f"a table of 8 positions and positions {positions}", hint)
+
+
+def test_learned_position_lookup_too_long():
+    """Positions at or past the table's length: ValueError (not NumPy's IndexError)."""
+    _lookup_rejects(([0, 3, 8], [2, 11, 1], list(range(9))),
+                    "A learned table has no row for a position >= its length (max_len); say so with a ValueError.")
 
 
 def test_learned_position_lookup_negative():
     """Negative positions: ValueError (NumPy would silently wrap -1 to the last row)."""
-    table_shape = (8, 4)
-    for positions in ([0, -1, 2], [[1, 2], [3, -8]]):
-        case = f"a table of {table_shape[0]} positions and positions {positions}"
-        _raises_value_error(
-            "learned_position_lookup",
-            f"learned_position_lookup(__import__('numpy').zeros({table_shape}), __import__('numpy').array({positions}))",
-            case, "table[-1] silently returns the last row; reject negative positions with a ValueError.")
+    _lookup_rejects(([0, -1, 2], [[1, 2], [3, -8]]),
+                    "table[-1] silently returns the last row; reject negative positions with a ValueError.")
 
 
 __all__ = [

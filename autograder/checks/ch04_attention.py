@@ -1,10 +1,11 @@
 """Hidden checks for chapter 4, `04_attention` (NumPy).
 
 One function per hidden-test call in `solutions/04_attention.ipynb`. Inputs are float64 arrays from fixed seeds, in
-shapes the visible tests do not use. References are computed here in the grader, never in the learner's kernel, in
-float64 NumPy written apart from the substitutes below (softmax through log-sum-exp, attention through einsum), and
-pinned to PyTorch's own (`torch.softmax`, `torch.nn.functional.scaled_dot_product_attention`) by
-`tests/test_check_references.py`: grading this NumPy chapter never imports torch, a CPU-second per check.
+shapes the visible tests do not use. References (`references.softmax`, `references.attention`) are computed here in
+the grader, never in the learner's kernel, in float64 NumPy written apart from the substitutes below (softmax through
+log-sum-exp, attention through einsum), and pinned to PyTorch's own (`torch.softmax`,
+`torch.nn.functional.scaled_dot_product_attention`) by `tests/test_check_references.py`: grading this NumPy chapter
+never imports torch, a CPU-second per check.
 
 Tolerances: values are compared with `atol=1e-6, rtol=1e-5` (a float32 implementation passes, a wrong formula does
 not); masked weights must be exactly 0.
@@ -17,8 +18,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from .references import attention as _reference_attention, causal_mask, expect_pair, masked_weights_are_zero
+from .references import random_mask as _random_mask, rows_sum_to_one, softmax as _reference_softmax
 from .sources import solution
-from . import expect, expect_close, expect_shape, expect_type, env, held_as, rng
+from . import expect, expect_cases, expect_close, expect_shape, expect_type, env, held_as, rng
 
 ATOL, RTOL = 1e-6, 1e-5
 
@@ -38,58 +41,24 @@ SUB_SELF = {**SUB_SDPA, "scaled_dot_product_attention":
             solution("04", "softmax", "attention_scores", "scaled_dot_product_attention")}
 
 
-# ---------------------------------------------------------------- references computed here
-
-def _reference_softmax(x, axis):
-    """exp(x - logsumexp(x)): another route than the subtract-the-max-and-divide a learner (and SUB_SDPA) takes."""
-    x = np.asarray(x, dtype=np.float64)
-    return np.exp(x - np.logaddexp.reduce(x, axis=axis, keepdims=True))
-
-
-def _reference_attention(Q, K, V, mask=None):
-    """(output, weights), with masked pairs at -inf before the softmax; batch axes and masks broadcast."""
-    Q, K, V = (np.asarray(a, dtype=np.float64) for a in (Q, K, V))
-    scores = np.einsum("...qd,...kd->...qk", Q, K) / np.sqrt(Q.shape[-1])
-    if mask is not None:
-        scores = np.where(np.asarray(mask, dtype=bool), scores, -np.inf)
-    weights = _reference_softmax(scores, -1)
-    return np.einsum("...qk,...kv->...qv", weights, V), weights
-
-
-def _random_mask(r, n_q, n_k, lead=()):
-    """Boolean mask, True = may attend, with at least one True in every row."""
-    mask = r.random(size=(*lead, n_q, n_k)) < 0.5
-    pick = r.integers(0, n_k, size=(*lead, n_q))
-    np.put_along_axis(mask, pick[..., None], True, axis=-1)
-    return mask
-
-
 def _qkv(seed, lead, n_q, n_k, d_k, d_v):
     r = rng(seed)
     return (r.normal(size=(*lead, n_q, d_k)), r.normal(size=(*lead, n_k, d_k)), r.normal(size=(*lead, n_k, d_v)))
 
 
 def _pair(got, exercise, case):
-    """sdpa / self_attention must return a tuple (output, weights)."""
-    expect(isinstance(got, (tuple, list)) and len(got) == 2,
-           f"{exercise}: expected a pair (output, weights){' for ' + case if case else ''}; got "
-           f"{type(got).__name__ if not isinstance(got, (tuple, list)) else f'{len(got)} values'}. "
-           "Return both: `return output, weights`.")
-    return got
+    return expect_pair(got, exercise, case, hint="Return both: `return output, weights`.")
 
 
 # ---------------------------------------------------------------- softmax
 
 def test_softmax():
     """Values along several axes and batch shapes, against the reference."""
-    for seed, shape, axis in [(11, (3, 7), -1), (12, (2, 4, 5), 1), (13, (6,), 0), (14, (2, 3, 4, 5), 0),
-                              (15, (5, 3), 0)]:
-        x = rng(seed).normal(size=shape) * 3
-        case = f"x of shape {shape}, axis={axis}"
-        got = env().call("softmax", x, axis=axis, case=case, forbid=FORBID_SOFTMAX)
-        want = _reference_softmax(x, axis)
-        expect_close("softmax", got, want, atol=ATOL, rtol=RTOL, case=case,
-                     hint="Subtract the max, exponentiate, and divide by the sum along `axis` (keepdims=True).")
+    expect_cases("softmax", [(f"x of shape {shape}, axis={axis}", (rng(seed).normal(size=shape) * 3,), {"axis": axis})
+                             for seed, shape, axis in [(11, (3, 7), -1), (12, (2, 4, 5), 1), (13, (6,), 0),
+                                                       (14, (2, 3, 4, 5), 0), (15, (5, 3), 0)]],
+                 _reference_softmax, atol=ATOL, rtol=RTOL, forbid=FORBID_SOFTMAX,
+                 hint="Subtract the max, exponentiate, and divide by the sum along `axis` (keepdims=True).")
     # the default axis is the last one
     x = rng(16).normal(size=(4, 6))
     got = env().call("softmax", x, case="x of shape (4, 6), default axis", forbid=FORBID_SOFTMAX)
@@ -143,14 +112,14 @@ def test_softmax_stability():
 
 def test_attention_scores():
     """2-D Q, K of several sizes (n_q != n_k, several d_k): values including the 1/sqrt(d_k) scale."""
+    cases = []
     for seed, n_q, n_k, d_k in [(31, 3, 5, 4), (32, 6, 6, 16), (33, 1, 7, 64), (34, 5, 2, 1)]:
         r = rng(seed)
         Q, K = r.normal(size=(n_q, d_k)), r.normal(size=(n_k, d_k))
-        case = f"Q {Q.shape}, K {K.shape}"
-        got = env().call("attention_scores", Q, K, case=case, forbid=FORBID_ATTENTION)
-        want = (Q @ K.T) / np.sqrt(d_k)
-        expect_close("attention_scores", got, want, atol=ATOL, rtol=RTOL, case=case,
-                     hint="scores = Q K^T / sqrt(d_k), with d_k = Q.shape[-1] (the square root, not d_k itself).")
+        cases.append((f"Q {Q.shape}, K {K.shape}", (Q, K)))
+    expect_cases("attention_scores", cases, lambda Q, K: (Q @ K.T) / np.sqrt(Q.shape[-1]), atol=ATOL, rtol=RTOL,
+                 forbid=FORBID_ATTENTION,
+                 hint="scores = Q K^T / sqrt(d_k), with d_k = Q.shape[-1] (the square root, not d_k itself).")
 
 
 def _proportional_to(got, dots):
@@ -199,7 +168,7 @@ def test_causal_mask():
         got = env().call("causal_mask", n, case=case, forbid=FORBID_MASK)
         expect_type("causal_mask", got, "ndarray", case)
         expect_shape("causal_mask", got, (n, n), case)
-        want = np.arange(n)[None, :] <= np.arange(n)[:, None]
+        want = causal_mask(n, numpy=True)
         wrong = np.argwhere(np.asarray(got).astype(bool) != want)
         if len(wrong):
             i, j = (int(v) for v in wrong[0])
@@ -218,7 +187,7 @@ def test_causal_mask_dtype():
         got = env().call("causal_mask", n, case=case, forbid=FORBID_MASK)
         expect_type("causal_mask", got, "ndarray", case)
         expect_shape("causal_mask", got, (n, n), case)
-        want = np.arange(n)[None, :] <= np.arange(n)[:, None]
+        want = causal_mask(n, numpy=True)
         expect(np.array_equal(np.asarray(got).astype(bool), want),
                f"causal_mask: for {case}, {int(np.sum(np.asarray(got).astype(bool) != want))} of {n * n} entries "
                "differ from the causal pattern (True where key j <= query i), so its dtype earns nothing yet.")
@@ -258,10 +227,8 @@ def test_scaled_dot_product_attention_weights():
         expect_type("scaled_dot_product_attention", weights, "ndarray", case)
         expect_shape("scaled_dot_product_attention", weights, (n_q, n_k), case,
                      hint="The weights have one row per query and one column per key.")
-        sums = np.asarray(weights, dtype=float).sum(-1)
-        expect(np.allclose(sums, 1.0, atol=1e-6),
-               f"scaled_dot_product_attention: each row of the weights must sum to 1 for {case}; got sums "
-               f"{np.array2string(sums[:4], precision=3)}. Return the normalised weights (after the softmax), not the scores or exp(scores).")
+        rows_sum_to_one("scaled_dot_product_attention", weights, case,
+                        "Return the normalised weights (after the softmax), not the scores or exp(scores).")
         _, want = _reference_attention(Q, K, V)
         expect_close("scaled_dot_product_attention", weights, want, atol=ATOL, rtol=RTOL, case=case, what="weights",
                      hint="weights = softmax(Q K^T / sqrt(d_k)) along the keys (the last axis).")
@@ -274,7 +241,7 @@ def test_scaled_dot_product_attention_mask():
                                            (73, 6, 6, 2, 5, "random"), (74, 3, 3, 16, 4, "causal")]:
         Q, K, V = _qkv(seed, (), n_q, n_k, d_k, d_v)
         if kind == "causal":
-            mask = np.tril(np.ones((n_q, n_k), dtype=bool))
+            mask = causal_mask(n_q, numpy=True)
         else:
             mask = _random_mask(rng(seed + 100), n_q, n_k)
         cases.append((f"Q {Q.shape}, K {K.shape}, V {V.shape}, {kind} mask {mask.shape}", Q, K, V, mask))
@@ -284,11 +251,8 @@ def test_scaled_dot_product_attention_mask():
         output, weights = _pair(got, "scaled_dot_product_attention", case)
         expect_type("scaled_dot_product_attention", weights, "ndarray", case)
         expect_shape("scaled_dot_product_attention", weights, mask.shape, case)
-        leak = np.asarray(weights, dtype=float)[~mask]
-        expect(np.all(leak == 0.0),
-               f"scaled_dot_product_attention: weights of masked pairs must be exactly 0 for {case}; "
-               f"{int(np.sum(leak != 0))} of {leak.size} are not (largest {np.abs(leak).max():.3g}). "
-               "True = may attend: set the scores where mask is False to -inf before the softmax.")
+        masked_weights_are_zero("scaled_dot_product_attention", weights, mask, case,
+                                "True = may attend: set the scores where mask is False to -inf before the softmax.")
         want_out, _ = _reference_attention(Q, K, V, mask)
         expect_close("scaled_dot_product_attention", output, want_out, atol=ATOL, rtol=RTOL, case=case,
                      what="outputs", hint="Mask the scores (-inf where mask is False) before the softmax, so each "
@@ -300,7 +264,7 @@ def test_scaled_dot_product_attention_batch():
     r = rng(81)
     specs = [
         ((2,), 4, 5, 3, 6, None),
-        ((2, 3), 5, 5, 4, 4, np.tril(np.ones((5, 5), dtype=bool))),              # (n, n) shared by all heads
+        ((2, 3), 5, 5, 4, 4, causal_mask(5, numpy=True)),              # (n, n) shared by all heads
         ((2, 2), 3, 6, 8, 2, _random_mask(r, 3, 6, lead=(2, 1))),                 # (batch, 1, n_q, n_k)
         ((3,), 4, 4, 2, 5, _random_mask(r, 4, 4, lead=(3,))),                      # full shape
     ]
@@ -349,7 +313,7 @@ def test_self_attention_mask():
     """The mask reaches the attention: masked weights exactly 0, rows sum to 1, output = weights @ (X W_v)."""
     r = rng(111)
     for seed, lead, n, d_model, d_k, d_v, mask in [
-        (112, (), 5, 6, 4, 3, np.tril(np.ones((5, 5), dtype=bool))),
+        (112, (), 5, 6, 4, 3, causal_mask(5, numpy=True)),
         (113, (2,), 4, 3, 5, 2, _random_mask(r, 4, 4)),
         (114, (3,), 6, 4, 4, 4, _random_mask(r, 6, 6, lead=(3,))),
     ]:
@@ -360,13 +324,8 @@ def test_self_attention_mask():
         output, weights = _pair(got, "self_attention", case)
         expect_type("self_attention", weights, "ndarray", case)
         expect_shape("self_attention", weights, (*lead, n, n), case)
-        w = np.asarray(weights, dtype=float)
-        leak = w[np.broadcast_to(~mask, w.shape)]
-        expect(np.all(leak == 0.0),
-               f"self_attention: weights of masked pairs must be exactly 0 for {case}; {int(np.sum(leak != 0))} of "
-               f"{leak.size} are not. Pass `mask` on to scaled_dot_product_attention.")
-        expect(np.allclose(w.sum(-1), 1.0, atol=1e-6),
-               f"self_attention: each row of the weights must sum to 1 for {case}. Pass `mask` on; don't zero weights "
-               "after the softmax.")
-        expect_close("self_attention", output, w @ (X @ W_v), atol=ATOL, rtol=RTOL, case=case, what="outputs",
+        masked_weights_are_zero("self_attention", weights, mask, case,
+                                "Pass `mask` on to scaled_dot_product_attention.")
+        rows_sum_to_one("self_attention", weights, case, "Pass `mask` on; don't zero weights after the softmax.")
+        expect_close("self_attention", output, np.asarray(weights, dtype=float) @ (X @ W_v), atol=ATOL, rtol=RTOL, case=case, what="outputs",
                      hint="The output is the returned weights times V = X @ W_v.")

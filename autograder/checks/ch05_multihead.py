@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from .references import causal_mask, expect_pair, masked_weights_are_zero, randn, tensor, torch_attention
 from .sources import solution
-from . import CheckFailed, env, expect, expect_close, expect_equal, expect_shape, expect_type, rng
+from . import CheckFailed, env, expect, expect_cases, expect_close, expect_equal, expect_shape, expect_type, rng
 
 FORBID = [
     "torch*scaled_dot_product*",
@@ -44,31 +45,6 @@ ATOL32, RTOL32 = 1e-5, 1e-4
 SUB_MODULE = {name: solution("05", name) for name in ("sdpa_torch", "split_heads", "merge_heads")}
 
 
-# ---------------------------------------------------------------- helpers (run here, in the grader)
-
-def _t(array, dtype="float64"):
-    import torch
-
-    return torch.from_numpy(np.ascontiguousarray(array)).to(getattr(torch, dtype))
-
-
-def _randn(seed, shape, dtype="float64", scale=1.0):
-    return _t(rng(seed).normal(size=shape) * scale, dtype)
-
-
-def _torch_sdpa(Q, K, V, mask=None):
-    """Reference weights by masked_fill + torch.softmax; the output by PyTorch's own fused attention."""
-    import torch
-    import torch.nn.functional as F
-
-    scores = Q @ K.transpose(-2, -1) / np.sqrt(Q.shape[-1])
-    if mask is not None:
-        scores = scores.masked_fill(~mask, float("-inf"))
-    weights = torch.softmax(scores, dim=-1)
-    out = F.scaled_dot_product_attention(Q, K, V, attn_mask=mask)
-    return out, weights
-
-
 def _mask_desc(mask):
     return "no mask" if mask is None else f"a boolean mask of shape {tuple(mask.shape)}"
 
@@ -84,12 +60,11 @@ def test_sdpa_torch():
     cases = [(11, (5, 4), (7, 4), (7, 3)), (12, (2, 3, 6), (2, 5, 6), (2, 5, 2)),
              (13, (2, 3, 4, 8), (2, 3, 6, 8), (2, 3, 6, 5)), (14, (1, 1, 1), (1, 1, 1), (1, 1, 1))]
     for seed, sq, sk, sv in cases:
-        Q, K, V = _randn(seed, sq), _randn(seed + 100, sk), _randn(seed + 200, sv)
+        Q, K, V = randn(seed, sq), randn(seed + 100, sk), randn(seed + 200, sv)
         case = f"float64 Q {sq}, K {sk}, V {sv}"
         got = env().call("sdpa_torch", Q, K, V, case=case, forbid=FORBID)
-        expect(isinstance(got, tuple) and len(got) == 2,
-               f"sdpa_torch: expected a tuple (out, weights) for {case}; got {type(got).__name__}.")
-        want_out, want_w = _torch_sdpa(Q, K, V)
+        expect_pair(got, "sdpa_torch", case, what="(out, weights)")
+        want_out, want_w = torch_attention(Q, K, V)
         for name, g, w in (("out", got[0], want_out), ("weights", got[1], want_w)):
             expect_type("sdpa_torch", g, "tensor", case, "Return torch tensors, not NumPy arrays.")
             expect_equal("sdpa_torch", str(g.dtype).replace("torch.", ""), "float64", case,
@@ -104,7 +79,7 @@ def test_sdpa_torch_mask():
 
     cases = []
     # causal (n, n)
-    cases.append((21, 2, 6, 6, 4, torch.tril(torch.ones(6, 6, dtype=torch.bool))))
+    cases.append((21, 2, 6, 6, 4, causal_mask(6)))
     # padding (batch, 1, n_k): sequence lengths 5, 2, 4
     lengths = torch.tensor([5, 2, 4])
     cases.append((22, 3, 4, 5, 8, (torch.arange(5)[None, :] < lengths[:, None])[:, None, :]))
@@ -113,20 +88,16 @@ def test_sdpa_torch_mask():
     m[..., 0] = True
     cases.append((23, 2, 5, 7, 3, m))
     for seed, b, nq, nk, d, mask in cases:
-        Q, K, V = (_randn(seed, (b, nq, d), "float32"), _randn(seed + 100, (b, nk, d), "float32"),
-                   _randn(seed + 200, (b, nk, d), "float32"))
+        Q, K, V = (randn(seed, (b, nq, d), dtype="float32"), randn(seed + 100, (b, nk, d), dtype="float32"),
+                   randn(seed + 200, (b, nk, d), dtype="float32"))
         case = f"Q {tuple(Q.shape)}, K {tuple(K.shape)} and {_mask_desc(mask)}"
         got = env().call("sdpa_torch", Q, K, V, mask=mask, case=case, forbid=FORBID)
-        expect(isinstance(got, tuple) and len(got) == 2,
-               f"sdpa_torch: expected a tuple (out, weights) for {case}; got {type(got).__name__}.")
-        want_out, want_w = _torch_sdpa(Q, K, V, mask)
+        expect_pair(got, "sdpa_torch", case, what="(out, weights)")
+        want_out, want_w = torch_attention(Q, K, V, mask)
         expect_type("sdpa_torch", got[1], "tensor", case)
         expect_shape("sdpa_torch", got[1], want_w.shape, case)
-        blocked = ~mask.expand(want_w.shape)
-        leak = got[1].detach().double()[blocked].abs()
-        expect(bool((leak == 0).all()),
-               f"sdpa_torch: weights of masked pairs must be exactly 0 for {case}; got up to {float(leak.max()):.3g}. "
-               "True means 'may attend': set the scores where mask is False to -inf before the softmax.")
+        masked_weights_are_zero("sdpa_torch", got[1], mask, case, "True means 'may attend': set the scores where mask "
+                                                                 "is False to -inf before the softmax.")
         expect_close("sdpa_torch", got[1], want_w, atol=ATOL32, rtol=RTOL32, case=case, what="weights",
                      hint="True means 'may attend'; the masked scores become -inf before the softmax.")
         expect_close("sdpa_torch", got[0], want_out, atol=ATOL32, rtol=RTOL32, case=case, what="out")
@@ -149,9 +120,9 @@ def test_sdpa_torch_grad():
     """Autograd gradients of a random linear function of (out, weights) w.r.t. Q, K, V, against PyTorch's."""
 
     for seed, b, nq, nk, d, dv in [(31, 2, 4, 6, 8, 3), (32, 1, 5, 5, 4, 4), (33, 3, 1, 3, 2, 5)]:
-        Q, K, V = (_randn(seed, (b, nq, d), "float32"), _randn(seed + 1, (b, nk, d), "float32"),
-                   _randn(seed + 2, (b, nk, dv), "float32"))
-        g_out, g_w = _randn(seed + 3, (b, nq, dv), "float32"), _randn(seed + 4, (b, nq, nk), "float32")
+        Q, K, V = (randn(seed, (b, nq, d), dtype="float32"), randn(seed + 1, (b, nk, d), dtype="float32"),
+                   randn(seed + 2, (b, nk, dv), dtype="float32"))
+        g_out, g_w = randn(seed + 3, (b, nq, dv), dtype="float32"), randn(seed + 4, (b, nq, nk), dtype="float32")
         case = f"Q {tuple(Q.shape)}, K {tuple(K.shape)}, V {tuple(V.shape)}"
         got = env().run("sdpa_torch", _GRAD_SNIPPET, inputs={"Q": Q, "K": K, "V": V, "g_out": g_out, "g_w": g_w},
                         outputs=["loss_requires_grad", "dQ", "dK", "dV"], case=case, forbid=FORBID)
@@ -159,7 +130,7 @@ def test_sdpa_torch_grad():
                f"sdpa_torch: the result is cut off from autograd for {case} (it does not require grad). "
                "Stay in torch: no .numpy(), torch.tensor(...), .detach() or NumPy functions on the way.")
         q, k, v = (t.clone().requires_grad_(True) for t in (Q, K, V))
-        out, w = _torch_sdpa(q, k, v)
+        out, w = torch_attention(q, k, v)
         ((out * g_out).sum() + (w * g_w).sum()).backward()
         for name, want in (("dQ", q.grad), ("dK", k.grad), ("dV", v.grad)):
             expect_type("sdpa_torch", got[name], "tensor", case,
@@ -173,25 +144,22 @@ def test_sdpa_torch_grad():
 
 def test_split_heads():
     """Exact equality with reshape + transpose, on inputs whose every entry is distinct (head order shows)."""
-    for seed, b, n, d, h in [(41, 2, 5, 12, 3), (42, 1, 4, 8, 8), (43, 3, 2, 6, 1), (44, 2, 7, 16, 4)]:
-        x = _randn(seed, (b, n, d))
-        case = f"x of shape {(b, n, d)}, n_heads={h}"
-        got = env().call("split_heads", x, h, case=case, forbid=FORBID)
-        want = x.unflatten(-1, (h, d // h)).transpose(1, 2)  # another idiom than the notebook's reshape
-        expect_close("split_heads", got, want, atol=0.0, case=case, what="entries",
-                     hint="Reshape to (batch, n, heads, d_head) first, then swap the n and heads axes; "
-                          "reshaping straight to (batch, heads, n, d_head) mixes tokens into heads.")
+    cases = [(f"x of shape {(b, n, d)}, n_heads={h}", (randn(seed, (b, n, d)), h))
+             for seed, b, n, d, h in [(41, 2, 5, 12, 3), (42, 1, 4, 8, 8), (43, 3, 2, 6, 1), (44, 2, 7, 16, 4)]]
+    # another idiom than the notebook's reshape
+    expect_cases("split_heads", cases, lambda x, h: x.unflatten(-1, (h, x.shape[-1] // h)).transpose(1, 2),
+                 atol=0.0, what="entries", forbid=FORBID,
+                 hint="Reshape to (batch, n, heads, d_head) first, then swap the n and heads axes; "
+                      "reshaping straight to (batch, heads, n, d_head) mixes tokens into heads.")
 
 
 def test_merge_heads():
     """Exact equality with transpose + reshape (the inverse of split_heads)."""
-    for seed, b, h, n, dh in [(51, 2, 3, 5, 4), (52, 1, 8, 4, 1), (53, 3, 1, 2, 6), (54, 2, 4, 7, 4)]:
-        x = _randn(seed, (b, h, n, dh))
-        case = f"x of shape {(b, h, n, dh)}"
-        got = env().call("merge_heads", x, case=case, forbid=FORBID)
-        want = x.transpose(1, 2).flatten(2)  # another idiom than the notebook's reshape
-        expect_close("merge_heads", got, want, atol=0.0, case=case, what="entries",
-                     hint="Swap the heads and n axes back first, then reshape to (batch, n, heads * d_head).")
+    cases = [(f"x of shape {(b, h, n, dh)}", (randn(seed, (b, h, n, dh)),))
+             for seed, b, h, n, dh in [(51, 2, 3, 5, 4), (52, 1, 8, 4, 1), (53, 3, 1, 2, 6), (54, 2, 4, 7, 4)]]
+    expect_cases("merge_heads", cases, lambda x: x.transpose(1, 2).flatten(2),  # another idiom than the notebook's
+                 atol=0.0, what="entries", forbid=FORBID,
+                 hint="Swap the heads and n axes back first, then reshape to (batch, n, heads * d_head).")
 
 
 # ================================================================= MultiHeadAttention
@@ -242,9 +210,10 @@ if bias:
 def _weights_for(seed, d_model, bias):
     r = rng(seed)
     s = 1.0 / np.sqrt(d_model)
-    w = {"w_qkv": _t(r.normal(size=(3 * d_model, d_model)) * s * 1.5), "w_o": _t(r.normal(size=(d_model, d_model)) * s)}
-    w["b_qkv"] = _t(r.normal(size=(3 * d_model,)) * 0.1) if bias else None
-    w["b_o"] = _t(r.normal(size=(d_model,)) * 0.1) if bias else None
+    w = {"w_qkv": tensor(r.normal(size=(3 * d_model, d_model)) * s * 1.5),
+         "w_o": tensor(r.normal(size=(d_model, d_model)) * s)}
+    w["b_qkv"] = tensor(r.normal(size=(3 * d_model,)) * 0.1) if bias else None
+    w["b_o"] = tensor(r.normal(size=(d_model,)) * 0.1) if bias else None
     return w
 
 
@@ -312,17 +281,8 @@ def _expect_weights(got, want, case, hint=""):
 def _expect_masked_zero(weights, mask, case):
     """Masked pairs get weight exactly 0 in every head (checked whatever the weights' head layout)."""
     expect_type("MultiHeadAttention", weights, "tensor", case, "forward must return (out, weights) as tensors.")
-    w = weights.detach().double()
-    m = mask.unsqueeze(-3) if w.dim() == 4 else mask
-    try:
-        blocked = (~m).expand(w.shape)
-    except RuntimeError:
-        raise CheckFailed(f"MultiHeadAttention: weights of shape {tuple(w.shape)} do not match the mask "
-                          f"{tuple(mask.shape)} for {case}; expected (batch, heads, n_q, n_k).") from None
-    leak = w[blocked].abs()
-    expect(bool((leak == 0).all()),
-           f"MultiHeadAttention: weights of masked pairs must be exactly 0 for {case}; got up to "
-           f"{float(leak.max()):.3g}. True means 'may attend'.")
+    masked_weights_are_zero("MultiHeadAttention", weights, mask.unsqueeze(-3) if weights.dim() == 4 else mask, case,
+                            "True means 'may attend'.", layout="(batch, heads, n_q, n_k)")
 
 
 def test_MultiHeadAttention():
@@ -333,7 +293,7 @@ def test_MultiHeadAttention():
                ((8, 8, False), 2, 6), ((12, 6, True), 1, 1)]
     for i, (cfg, b, n) in enumerate(configs):
         seed = 60 + i
-        x = _randn(seed + 1000, (b, n, cfg[0]))
+        x = randn(seed + 1000, (b, n, cfg[0]))
         got, weights, case = _run_module(cfg, seed, x)
         ref = _reference_mha(*cfg, weights)
         n_ref = sum(p.numel() for p in ref.parameters())
@@ -345,7 +305,7 @@ def test_MultiHeadAttention():
         _expect_out(got["out"], want_out, case)
     # the reverse direction: the learner's own initial weights, loaded into nn.MultiheadAttention
     for seed, (d_model, n_heads, bias), b, n in [(70, (12, 4, True), 2, 5), (71, (8, 2, False), 1, 3)]:
-        x = _randn(seed, (b, n, d_model))
+        x = randn(seed, (b, n, d_model))
         case = f"MultiHeadAttention({d_model}, {n_heads}, bias={bias}) with its own initial weights on x {tuple(x.shape)}"
         got = env().run("MultiHeadAttention", _REVERSE_SNIPPET,
                         inputs={"seed": seed, "d_model": d_model, "n_heads": n_heads, "bias": bias, "x_q": x},
@@ -368,7 +328,7 @@ def test_MultiHeadAttention_weights():
     for i, (cfg, b, n) in enumerate([((12, 3, True), 2, 6), ((16, 4, True), 1, 5), ((8, 2, True), 3, 4),
                                       ((6, 6, True), 2, 3)]):
         seed = 80 + i
-        x = _randn(seed + 1000, (b, n, cfg[0]))
+        x = randn(seed + 1000, (b, n, cfg[0]))
         got, weights, case = _run_module(cfg, seed, x)
         ref = _reference_mha(*cfg, weights)
         _, want_w = _reference_forward(ref, cfg[1], x, None, None)
@@ -383,11 +343,11 @@ def test_MultiHeadAttention_mask():
 
     cases = []
     n = 6
-    cases.append(((12, 3, True), 2, n, torch.tril(torch.ones(n, n, dtype=torch.bool))))
+    cases.append(((12, 3, True), 2, n, causal_mask(n)))
     lengths = torch.tensor([5, 3, 1])
     cases.append(((16, 4, True), 3, 5, (torch.arange(5)[None, :] < lengths[:, None])[:, None, :]))
     # causal and padding together, one mask per example: (batch, n, n), batch (3) != heads (2)
-    causal = torch.tril(torch.ones(n, n, dtype=torch.bool))
+    causal = causal_mask(n)
     pad = torch.arange(n)[None, :] < torch.tensor([6, 4, 2])[:, None]
     cases.append(((8, 2, True), 3, n, causal[None] & pad[:, None, :]))
     # batch == heads, a random per-example mask
@@ -396,7 +356,7 @@ def test_MultiHeadAttention_mask():
     cases.append(((8, 2, True), 2, 4, m))
     for i, (cfg, b, n, mask) in enumerate(cases):
         seed = 90 + i
-        x = _randn(seed + 1000, (b, n, cfg[0]))
+        x = randn(seed + 1000, (b, n, cfg[0]))
         got, weights, case = _run_module(cfg, seed, x, mask=mask)
         ref = _reference_forward(_reference_mha(*cfg, weights), cfg[1], x, None, mask)
         hint = ("mask is True where a query may attend; add a heads axis (mask.unsqueeze(-3)) so it broadcasts "
@@ -410,7 +370,7 @@ def test_MultiHeadAttention_cross():
     for i, (cfg, b, nq, nk) in enumerate([((12, 3, True), 2, 4, 7), ((16, 4, True), 1, 6, 3),
                                           ((8, 2, True), 3, 1, 5)]):
         seed = 100 + i
-        xq, xkv = _randn(seed + 1000, (b, nq, cfg[0])), _randn(seed + 2000, (b, nk, cfg[0]))
+        xq, xkv = randn(seed + 1000, (b, nq, cfg[0])), randn(seed + 2000, (b, nk, cfg[0]))
         got, weights, case = _run_module(cfg, seed, xq, x_kv=xkv)
         want_out, want_w = _reference_forward(_reference_mha(*cfg, weights), cfg[1], xq, xkv, None)
         hint = ("q comes from x_q with the first d_model rows of W_qkv; k and v from x_kv with the next two blocks "
@@ -428,8 +388,8 @@ def test_MultiHeadAttention_grad():
 
     for i, (cfg, b, n) in enumerate([((12, 3, True), 2, 5), ((8, 2, True), 1, 4), ((16, 8, True), 2, 3)]):
         seed = 110 + i
-        x = _randn(seed + 1000, (b, n, cfg[0]))
-        g = _randn(seed + 2000, (b, n, cfg[0]))
+        x = randn(seed + 1000, (b, n, cfg[0]))
+        g = randn(seed + 2000, (b, n, cfg[0]))
         got, weights, case = _run_module(cfg, seed, x, want_grad=True, g_out=g)
         expect(bool(got["loss_requires_grad"]),
                f"MultiHeadAttention: the output is cut off from autograd for {case}. "

@@ -32,6 +32,7 @@ import math
 
 import numpy as np
 
+from .references import causal_mask, generator, tensor
 from .sources import provided, solution
 from . import CheckFailed, env, expect, expect_close, expect_shape
 
@@ -79,12 +80,6 @@ SUB_BLOCK = {"LayerNorm": REF_LAYERNORM, "FeedForward": REF_FEEDFORWARD, "MultiH
 
 # ---------------------------------------------------------------- random weights (made here, loaded there)
 
-def _gen(seed):
-    import torch
-
-    return torch.Generator().manual_seed(int(seed))
-
-
 def _ln_sd(g, d, prefix="", random=True):
     import torch
 
@@ -127,12 +122,6 @@ def _gpt_sd(g, vocab, d, d_ff, n_layers, max_len):
     sd.update(_ln_sd(g, d, "ln_f."))
     sd.update(_linear_sd(g, d, vocab, "unembed.", bias=False))
     return sd
-
-
-def _tensor(a, dtype="float32"):
-    import torch
-
-    return torch.from_numpy(np.ascontiguousarray(a)).to(getattr(torch, dtype))
 
 
 # ---------------------------------------------------------------- references computed here (float64)
@@ -186,12 +175,6 @@ def _ref_block(x, sd, prefix, n_heads, mask, activation="gelu", variant="pre"):
     raise ValueError(variant)
 
 
-def _causal(n):
-    import torch
-
-    return torch.ones(n, n, dtype=torch.bool).tril()
-
-
 def _ref_gpt(ids, sd, n_heads, n_layers, final_ln=True, positions=True):
     import torch.nn.functional as F
 
@@ -200,7 +183,7 @@ def _ref_gpt(ids, sd, n_heads, n_layers, final_ln=True, positions=True):
     if positions:
         x = x + sd["pos_emb.weight"][:n]
     for i in range(n_layers):
-        x = _ref_block(x, sd, f"blocks.{i}.", n_heads, _causal(n))
+        x = _ref_block(x, sd, f"blocks.{i}.", n_heads, causal_mask(n))
     if final_ln:
         x = _ref_ln(x, sd, "ln_f.")
     return x @ sd["unembed.weight"].T
@@ -230,7 +213,8 @@ def test_LayerNorm():
 
     for seed, shape in [(61, (4, 16)), (62, (2, 5, 12)), (63, (2, 3, 4, 10)), (64, (1, 7, 24))]:
         r = np.random.default_rng(seed)
-        x = _tensor(r.normal(size=shape) * r.uniform(2, 5, size=shape[:-1] + (1,)) + r.normal(size=shape[:-1] + (1,)) * 3)
+        rows = r.normal(size=shape)  # then a spread and a shift per row, drawn in this order
+        x = tensor(rows * r.uniform(2, 5, size=shape[:-1] + (1,)) + r.normal(size=shape[:-1] + (1,)) * 3, "float32")
         case = f"x of shape {shape}, LayerNorm({shape[-1]})"
         got = env().run("LayerNorm", _LN_FORWARD, inputs={"x": x, "d": shape[-1]}, outputs=["y"], case=case,
                         forbid=FORBID_LN)["y"]
@@ -257,8 +241,8 @@ def test_LayerNorm_params():
 
     for seed, (n, d) in [(65, (6, 16)), (66, (3, 9))]:
         r = np.random.default_rng(seed)
-        x = _tensor(r.normal(size=(n, d)) * 3 + 1)
-        sd = _ln_sd(_gen(seed), d)
+        x = tensor(r.normal(size=(n, d)) * 3 + 1, "float32")
+        sd = _ln_sd(generator(seed), d)
         case = f"LayerNorm({d}) with weight and bias loaded from a state_dict, x of shape {(n, d)}"
         out = env().run("LayerNorm", _LN_PARAMS, inputs={"x": x, "d": d, "sd": sd}, outputs=["names", "init", "y"],
                         case=case, forbid=FORBID_LN)
@@ -293,8 +277,8 @@ def test_LayerNorm_grad():
 
     for seed, (n, d) in [(67, (5, 12)), (68, (2, 20))]:
         r = np.random.default_rng(seed)
-        x = _tensor(r.normal(size=(n, d)) * 2 - 1)
-        g = _tensor(r.normal(size=(n, d)))
+        x = tensor(r.normal(size=(n, d)) * 2 - 1, "float32")
+        g = tensor(r.normal(size=(n, d)), "float32")
         case = f"LayerNorm({d}), x of shape {(n, d)}, loss (y * g).sum()"
         out = env().run("LayerNorm", _LN_GRAD, inputs={"x": x, "d": d, "g": g}, outputs=["gx", "gw", "gb"],
                         case=case, forbid=FORBID_LN)
@@ -329,7 +313,7 @@ def test_LayerNorm_eps():
     cases = [(tiny, None, "rows with spread 1e-3 and one constant row, eps=1e-5"),
              (r.normal(size=(3, 8)) * 0.03, 1e-3, "rows with spread 0.03, LayerNorm(8, eps=1e-3)")]
     for values, eps, case in cases:
-        x = _tensor(values)
+        x = tensor(values, "float32")
         d = x.shape[-1]
         got = env().run("LayerNorm", _LN_EPS, inputs={"x": x, "d": d, "eps": eps}, outputs=["y"], case=case,
                         forbid=FORBID_LN)["y"]
@@ -356,8 +340,8 @@ def _ffn_cases(activation, cases):
     for seed, shape, d_ff in cases:
         d = shape[-1]
         r = np.random.default_rng(seed)
-        x = _tensor(r.normal(size=shape))
-        sd = _ffn_sd(_gen(seed), d, d_ff)
+        x = tensor(r.normal(size=shape), "float32")
+        sd = _ffn_sd(generator(seed), d, d_ff)
         label = "" if activation is None else f', activation="{activation}"'
         case = f"FeedForward({d}, {d_ff}{label}), x of shape {shape}"
         got = env().run("FeedForward", _FFN, inputs={"x": x, "d_model": d, "d_ff": d_ff, "sd": sd, "activation": activation},
@@ -402,7 +386,7 @@ def _mask_case(r, kind, n):
     import torch
 
     if kind == "causal":
-        return _causal(n), "causal mask"
+        return causal_mask(n), "causal mask"
     if kind == "none":
         return None, "mask=None"
     m = torch.from_numpy(r.random((n, n)) < 0.5)
@@ -416,9 +400,9 @@ def test_TransformerBlock():
              (84, 2, 6, 12, 2, 24, "random")]
     for seed, b, n, d, h, d_ff, kind in cases:
         r = np.random.default_rng(seed)
-        x = _tensor(r.normal(size=(b, n, d)))
+        x = tensor(r.normal(size=(b, n, d)), "float32")
         mask, mask_text = _mask_case(r, kind, n)
-        sd = _block_sd(_gen(seed), d, d_ff)
+        sd = _block_sd(generator(seed), d, d_ff)
         case = f"TransformerBlock({d}, {h}, {d_ff}), x of shape {(b, n, d)}, {mask_text}"
         got = env().run("TransformerBlock", _BLOCK_FORWARD,
                         inputs={"x": x, "mask": mask, "sd": sd, "d_model": d, "n_heads": h, "d_ff": d_ff},
@@ -465,12 +449,12 @@ def test_TransformerBlock_residual():
     wanted = ["attn.W_o.weight", "attn.W_o.bias", "ffn.fc2.weight", "ffn.fc2.bias"]
     for seed, b, n, d, h, d_ff in [(85, 2, 5, 16, 4, 32), (86, 1, 6, 12, 3, 24)]:
         r = np.random.default_rng(seed)
-        x = _tensor(r.normal(size=(b, n, d)) * 2)
-        g = _tensor(r.normal(size=(b, n, d)))
-        sd = _block_sd(_gen(seed), d, d_ff, random_ln=False)
+        x = tensor(r.normal(size=(b, n, d)) * 2, "float32")
+        g = tensor(r.normal(size=(b, n, d)), "float32")
+        sd = _block_sd(generator(seed), d, d_ff, random_ln=False)
         for key in wanted:
             sd[key] = torch.zeros_like(sd[key])
-        mask = _causal(n)
+        mask = causal_mask(n)
         case = f"TransformerBlock({d}, {h}, {d_ff}) with attn.W_o and ffn.fc2 set to zero, x of shape {(b, n, d)}"
         out = env().run("TransformerBlock", _BLOCK_RESIDUAL,
                         inputs={"x": x, "g": g, "mask": mask, "sd": sd, "d_model": d, "n_heads": h, "d_ff": d_ff,
@@ -538,7 +522,7 @@ def test_GPTLike():
                                          (93, 7, 8, 2, 16, 1, 5, 2)]:
         r = np.random.default_rng(seed)
         ids = _ids(r, V, b, T)
-        sd = _gpt_sd(_gen(seed), V, d, d_ff, L, T)
+        sd = _gpt_sd(generator(seed), V, d, d_ff, L, T)
         case = f"GPTLike({V}, {d}, {h}, {d_ff}, {L}, max_len={T}), ids of shape {(b, T)}"
         got = env().run("GPTLike", _GPT_FORWARD,
                         inputs={"ids": ids, "sd": sd, "vocab_size": V, "d_model": d, "n_heads": h, "d_ff": d_ff,
@@ -569,9 +553,10 @@ with torch.no_grad():
 def _probe_gpt(seed, V, d, h, d_ff, L, T, variants, substitute):
     """The learner's GPTLike with seeded weights loaded (then with different block weights): its logits for each
     variant of the input, and for the first variant once more with the other blocks."""
-    sd = _gpt_sd(_gen(seed), V, d, d_ff, L, T)
+    sd = _gpt_sd(generator(seed), V, d, d_ff, L, T)
     other = dict(sd)
-    other.update({k: v for k, v in _gpt_sd(_gen(seed + 1000), V, d, d_ff, L, T).items() if k.startswith("blocks.")})
+    other.update({k: v for k, v in _gpt_sd(generator(seed + 1000), V, d, d_ff, L, T).items()
+                  if k.startswith("blocks.")})
     b, n = variants[0].shape
     case = f"GPTLike({V}, {d}, {h}, {d_ff}, {L}, max_len={T}) with seeded weights loaded, ids of shape {(b, n)}"
     got = env().run("GPTLike", _GPT_PROBE,
@@ -679,7 +664,7 @@ def _tiny_gpt2(seed, vocab, n_pos, d, n_heads, n_layers, n_inner=None):
                         bos_token_id=0, eos_token_id=0)
     torch.manual_seed(seed)
     model = GPT2LMHeadModel(config).eval()
-    g = _gen(seed)
+    g = generator(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():    # lm_head.weight is wte.weight (tied): listed once
             if name.endswith("ln_1.weight") or name.endswith("ln_2.weight") or name.endswith("ln_f.weight"):
@@ -728,7 +713,7 @@ def _gpt2_stages(ids, sd, n_heads, n_layers):
     stages.append(("the embeddings (tok_emb(ids) + pos_emb(positions))", x))
     for i in range(n_layers):
         b = f"blocks.{i}."
-        x = x + _ref_attn(_ref_ln(x, sd, b + "ln1."), sd, b + "attn.", n_heads, _causal(n))
+        x = x + _ref_attn(_ref_ln(x, sd, b + "ln1."), sd, b + "attn.", n_heads, causal_mask(n))
         stages.append((f"block {i} after attention (x + attn(ln1(x)))", x))
         h = F.gelu(F.linear(_ref_ln(x, sd, b + "ln2."), sd[b + "ffn.fc1.weight"], sd[b + "ffn.fc1.bias"]),
                    approximate="tanh")

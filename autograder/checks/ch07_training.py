@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from gpt.sample import chat_prompt
 from gpt.train import lr_at
 
+from .references import randn
 from . import CheckFailed, env, expect, expect_close, expect_equal, expect_shape, expect_type, rng
 
 # The loss exercise builds cross-entropy from logits: the library's cross-entropy / NLL earn nothing.
@@ -25,8 +26,6 @@ FORBID_LOSS = [
 ]
 FORBID_LR = ["torch.optim.lr_scheduler.*"]
 
-def _tensor(seed, shape, scale=1.0):
-    return torch.from_numpy(rng(seed).normal(size=shape) * scale).float()
 
 
 # ----------------------------------------------------------------------------------------------------- get_batch
@@ -102,7 +101,7 @@ def _reference_loss(logits, targets):
 def test_next_token_loss_value():
     """The mean cross-entropy over every position, against F.cross_entropy."""
     for seed, (b, t, v) in [(21, (2, 5, 11)), (22, (3, 7, 65)), (23, (1, 1, 4)), (24, (4, 16, 30))]:
-        logits = _tensor(seed, (b, t, v), 2.0)
+        logits = randn(seed, (b, t, v), dtype="float32", scale=2.0)
         targets = torch.from_numpy(rng(seed + 100).integers(0, v, size=(b, t)))
         case = f"logits of shape {(b, t, v)}"
         got = env().call("next_token_loss", logits, targets, case=case, forbid=FORBID_LOSS)
@@ -118,7 +117,7 @@ def test_next_token_loss_value():
 def test_next_token_loss_stability():
     """Large logits stay finite, and adding a constant to every logit changes nothing (softmax is shift-invariant)."""
     for seed, (b, t, v), shift in [(31, (2, 6, 9), 1000.0), (32, (3, 4, 20), -800.0)]:
-        logits = _tensor(seed, (b, t, v), 3.0)
+        logits = randn(seed, (b, t, v), dtype="float32", scale=3.0)
         targets = torch.from_numpy(rng(seed + 100).integers(0, v, size=(b, t)))
         case = f"logits of shape {(b, t, v)}"
         base = env().call("next_token_loss", logits, targets, case=case, forbid=FORBID_LOSS)
@@ -143,7 +142,7 @@ loss.backward()
 grad = logits.grad
 """
     for seed, (b, t, v) in [(41, (2, 3, 7)), (42, (3, 5, 13))]:
-        logits = _tensor(seed, (b, t, v))
+        logits = randn(seed, (b, t, v), dtype="float32")
         targets = torch.from_numpy(rng(seed + 100).integers(0, v, size=(b, t)))
         case = f"logits of shape {(b, t, v)}"
         grad = env().run("next_token_loss", code, inputs={"logits": logits, "targets": targets}, outputs=["grad"],
@@ -237,13 +236,13 @@ def test_sample_next_frequencies():
     """temperature 1, no top-k: draws follow softmax(logits); the generator decides them."""
     n = 20000
     for seed, v in [(51, 6), (52, 12)]:
-        row = _tensor(seed, (v,), 1.0)
+        row = randn(seed, (v,), dtype="float32", scale=1.0)
         logits = row.repeat(n, 1)
         case = f"{n} rows of the same {v} logits, temperature=1, top_k=None"
         ids = _sample(logits, 1.0, None, seed, case)
         _expect_frequencies(ids, torch.softmax(row.double(), -1), case,
                             "Sample from softmax(logits) with torch.multinomial (not argmax).")
-    logits = _tensor(53, (200, 10))
+    logits = randn(53, (200, 10), dtype="float32")
     case = "logits of shape (200, 10)"
     a = _sample(logits, 1.0, None, 1, case + ", generator seed 1")
     b = _sample(logits, 1.0, None, 2, case + ", generator seed 2")

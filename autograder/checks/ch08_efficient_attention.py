@@ -11,8 +11,9 @@ import re
 
 import numpy as np
 
+from .references import causal_mask, randn, sdpa, torch as _torch
 from .sources import load, provided, solution
-from . import CheckFailed, env, expect, expect_close, expect_equal, rng
+from . import CheckFailed, env, expect, expect_cases, expect_close, expect_equal, rng
 
 # Calling the library's attention earns nothing in an exercise that asks you to build attention.
 FORBID_ATTENTION = [
@@ -37,29 +38,11 @@ _CACHE = load(_CACHE_SOURCE)
 _RefKVCache, _ref_attend_with_cache = _CACHE["KVCache"], _CACHE["attend_with_cache"]
 
 
-def _torch():
-    import torch
-
-    return torch
-
-
-def _randn(seed, *shape, scale=1.0):
-    torch = _torch()
-    return torch.from_numpy(rng(seed).normal(size=shape) * scale)
-
-
-def _sdpa(q, k, v, mask=None, enable_gqa=False):
-    import torch.nn.functional as F
-
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=enable_gqa)
-
-
 def _causal_rows(q_rows, k, v, first_position):
     """Queries at positions first_position.. attending keys 0..position (PyTorch's attention as the reference)."""
-    torch = _torch()
     t, total = q_rows.shape[-2], k.shape[-2]
-    allowed = torch.ones(t, total, dtype=torch.bool).tril(diagonal=first_position)
-    return _sdpa(q_rows, k, v, allowed)
+    allowed = _torch().ones(t, total, dtype=_torch().bool).tril(diagonal=first_position)
+    return sdpa(q_rows, k, v, allowed)
 
 
 def _as_float(exercise, value, case):
@@ -105,8 +88,8 @@ def test_attention_memory_bytes():
 def test_KVCache():
     torch = _torch()
     for seed, (b, h, d), chunks in [(21, (2, 3, 4), [5, 1, 1, 3]), (22, (1, 2, 8), [1, 1]), (23, (3, 1, 2), [4])]:
-        ks = [_randn(seed * 10 + i, b, h, t, d) for i, t in enumerate(chunks)]
-        vs = [_randn(seed * 10 + 5 + i, b, h, t, d) for i, t in enumerate(chunks)]
+        ks = [randn(seed * 10 + i, b, h, t, d) for i, t in enumerate(chunks)]
+        vs = [randn(seed * 10 + 5 + i, b, h, t, d) for i, t in enumerate(chunks)]
         case = f"chunks of {chunks} positions with batch={b}, heads={h}, d_head={d}"
         got = env().run(
             "KVCache",
@@ -146,10 +129,9 @@ def test_KVCache():
 
 
 def test_attend_with_cache():
-    torch = _torch()
     for seed, (b, h, d), past, steps in [(31, (2, 3, 4), 6, 4), (32, (1, 1, 8), 1, 3), (33, (3, 2, 5), 11, 2)]:
         total = past + steps
-        q, k, v = (_randn(seed * 10 + i, b, h, total, d) for i in range(3))
+        q, k, v = (randn(seed * 10 + i, b, h, total, d) for i in range(3))
         case = f"a cache holding {past} positions, then {steps} one-token steps (batch={b}, heads={h}, d_head={d})"
         got = env().run(
             "attend_with_cache",
@@ -175,10 +157,9 @@ def test_attend_with_cache():
 
 
 def test_attend_with_cache_prefill():
-    torch = _torch()
     for seed, (b, h, d), chunks in [(41, (2, 2, 4), [5, 3]), (42, (1, 3, 6), [7]), (43, (2, 1, 3), [2, 4, 3])]:
         total = sum(chunks)
-        q, k, v = (_randn(seed * 10 + i, b, h, total, d) for i in range(3))
+        q, k, v = (randn(seed * 10 + i, b, h, total, d) for i in range(3))
         case = f"an empty cache fed chunks of {chunks} tokens (batch={b}, heads={h}, d_head={d})"
         got = env().run(
             "attend_with_cache",
@@ -349,37 +330,41 @@ def test_generate_greedy_uses_cache():
 # ---------------------------------------------------------------- 3. grouped-query attention
 
 def _gqa_case(seed, b, hq, hkv, n_q, n_k, d):
-    return (_randn(seed, b, hq, n_q, d), _randn(seed + 1, b, hkv, n_k, d), _randn(seed + 2, b, hkv, n_k, d))
+    return (randn(seed, b, hq, n_q, d), randn(seed + 1, b, hkv, n_k, d), randn(seed + 2, b, hkv, n_k, d))
+
+
+def _gqa_reference(q, k, v, mask=None):
+    return sdpa(q, k, v, mask, enable_gqa=True)
 
 
 def test_grouped_query_attention():
+    cases = []
     for seed, (b, hq, hkv, n_q, n_k, d) in [(61, (2, 8, 2, 5, 5, 4)), (62, (1, 6, 3, 4, 7, 8)),
                                             (63, (2, 4, 4, 6, 6, 3)), (64, (3, 6, 1, 3, 5, 2)),
                                             (65, (1, 12, 4, 2, 9, 5))]:
         q, k, v = _gqa_case(seed, b, hq, hkv, n_q, n_k, d)
         case = f"q {tuple(q.shape)}, k and v {tuple(k.shape)} ({hq // hkv} query heads per K/V head)"
-        got = env().call("grouped_query_attention", q, k, v, case=case, forbid=FORBID_ATTENTION)
-        want = _sdpa(q, k, v, enable_gqa=True)
-        expect_close("grouped_query_attention", got, want, atol=1e-10, rtol=1e-8, case=case,
-                     hint="Query head i uses K/V head i // (heads_q // heads_kv): consecutive query heads share, "
-                          "as repeat_interleave does (not repeat).")
+        cases.append((case, (q, k, v)))
+    expect_cases("grouped_query_attention", cases, _gqa_reference, atol=1e-10, rtol=1e-8, forbid=FORBID_ATTENTION,
+                 hint="Query head i uses K/V head i // (heads_q // heads_kv): consecutive query heads share, "
+                      "as repeat_interleave does (not repeat).")
 
 
 def test_grouped_query_attention_mask():
     torch = _torch()
+    cases = []
     for seed, (b, hq, hkv, n, d), kind in [(71, (2, 4, 4, 6, 3), "causal"), (72, (1, 6, 1, 5, 4), "causal"),
                                            (73, (2, 3, 3, 7, 2), "random")]:
         q, k, v = _gqa_case(seed, b, hq, hkv, n, n, d)
         if kind == "causal":
-            mask = torch.ones(n, n, dtype=torch.bool).tril()
+            mask = causal_mask(n)
         else:
             mask = torch.from_numpy(rng(seed + 9).random((n, n)) < 0.5)
             mask[torch.arange(n), torch.from_numpy(rng(seed + 8).integers(0, n, size=n))] = True
         case = f"q {tuple(q.shape)}, k and v {tuple(k.shape)}, a {kind} boolean mask (True = may attend)"
-        got = env().call("grouped_query_attention", q, k, v, mask=mask, case=case, forbid=FORBID_ATTENTION)
-        want = _sdpa(q, k, v, mask, enable_gqa=True)
-        expect_close("grouped_query_attention", got, want, atol=1e-10, rtol=1e-8, case=case,
-                     hint="Set the scores where mask is False to -inf before the softmax.")
+        cases.append((case, (q, k, v), {"mask": mask}))
+    expect_cases("grouped_query_attention", cases, _gqa_reference, atol=1e-10, rtol=1e-8, forbid=FORBID_ATTENTION,
+                 hint="Set the scores where mask is False to -inf before the softmax.")
 
 
 def test_kv_cache_bytes():
@@ -430,7 +415,7 @@ def _call_rope(x, positions, case, **kwargs):
 def test_apply_rope():
     torch = _torch()
     for seed, shape in [(81, (2, 3, 10, 8)), (82, (1, 4, 7, 16)), (83, (3, 2, 5, 2)), (84, (2, 12, 6))]:
-        x = _randn(seed, *shape)
+        x = randn(seed, *shape)
         positions = torch.arange(shape[-2])
         case = f"x of shape {shape}, positions 0..{shape[-2] - 1}, base=10000"
         got = _call_rope(x, positions, case)
@@ -444,7 +429,7 @@ def test_apply_rope_positions():
     for seed, (n, d), base, positions in [(91, (6, 8), 10000.0, [3, 17, 0, 42, 5, 9]),
                                           (92, (5, 4), 100.0, [100, 101, 102, 103, 104]),
                                           (93, (4, 12), 500.0, [7, 7, 2, 64])]:
-        x = _randn(seed, n, d)
+        x = randn(seed, n, d)
         pos = torch.tensor(positions)
         case = f"x of shape {(n, d)}, positions {positions}, base={base:g}"
         got = _call_rope(x, pos, case, base=base)
@@ -452,7 +437,7 @@ def test_apply_rope_positions():
                      hint="Use the positions you are given (not 0..n-1) and the base argument.")
     # the score between a rotated query and key depends only on the offset between their positions
     for seed, d, pairs in [(95, 8, [(3, 1), (10, 0), (0, 7)]), (96, 16, [(5, 5), (40, 2)])]:
-        q, k = _randn(seed, 1, d), _randn(seed + 1, 1, d)
+        q, k = randn(seed, 1, d), randn(seed + 1, 1, d)
         for m, n in pairs:
             shift = 13
             case = f"q at position {m}, k at {n}, and both shifted by {shift} (d={d})"
@@ -480,12 +465,12 @@ def _online_cases_main():
 
 def _check_online(seed, q, k, v, block, case, hint):
     got = env().call("online_softmax_attention", q, k, v, block, case=case, forbid=FORBID_ATTENTION)
-    expect_close("online_softmax_attention", got, _sdpa(q, k, v), atol=1e-9, rtol=1e-9, case=case, hint=hint)
+    expect_close("online_softmax_attention", got, sdpa(q, k, v), atol=1e-9, rtol=1e-9, case=case, hint=hint)
 
 
 def test_online_softmax_attention():
     for seed, (b, h, n_q, n_k, d, d_v), block in _online_cases_main():
-        q, k, v = _randn(seed, b, h, n_q, d), _randn(seed + 1, b, h, n_k, d), _randn(seed + 2, b, h, n_k, d_v)
+        q, k, v = randn(seed, b, h, n_q, d), randn(seed + 1, b, h, n_k, d), randn(seed + 2, b, h, n_k, d_v)
         case = f"q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}, block_size={block}"
         _check_online(seed, q, k, v, block, case,
                       "Keep a running max m, sum l and output acc per query; when m grows, rescale l and acc by "
@@ -494,7 +479,7 @@ def test_online_softmax_attention():
 
 def test_online_softmax_attention_blocks():
     n_q, n_k, d, d_v = 7, 13, 4, 3
-    q, k, v = _randn(111, n_q, d), _randn(112, n_k, d), _randn(113, n_k, d_v)
+    q, k, v = randn(111, n_q, d), randn(112, n_k, d), randn(113, n_k, d_v)
     for block in [2, 3, 4, 5, 6, 8, 12, 14, 100]:
         case = f"q {tuple(q.shape)}, k {tuple(k.shape)}, block_size={block} (n_k={n_k} is not a multiple)"
         _check_online(111, q, k, v, block, case,
@@ -504,7 +489,7 @@ def test_online_softmax_attention_blocks():
 
 def test_online_softmax_attention_stability():
     for seed, (n_q, n_k, d), block, scale in [(121, (5, 12, 4), 3, 30.0), (122, (3, 8, 2), 2, 50.0), (123, (4, 6, 3), 1, 40.0)]:
-        q, k, v = _randn(seed, n_q, d, scale=scale), _randn(seed + 1, n_k, d, scale=scale), _randn(seed + 2, n_k, 3)
+        q, k, v = randn(seed, n_q, d, scale=scale), randn(seed + 1, n_k, d, scale=scale), randn(seed + 2, n_k, 3)
         case = f"q {tuple(q.shape)}, k {tuple(k.shape)} with scores in the thousands, block_size={block}"
         _check_online(seed, q, k, v, block, case,
                       "exp(1000) overflows: subtract the running max before exponentiating, and rescale the "
@@ -564,13 +549,13 @@ def test_online_softmax_attention_memory():
     # resident memory jitters by a few MiB (allocator arenas, other threads), which an 8 MiB matrix did not leave
     # room for. n_k is a multiple of the block: a dropped last block is test_online_softmax_attention_blocks's.
     for seed, (n_q, n_k, d, d_v), block in [(131, (256, 16384, 8, 4), 64), (132, (192, 15360, 6, 5), 48)]:
-        q, k, v = _randn(seed, n_q, d), _randn(seed + 1, n_k, d), _randn(seed + 2, n_k, d_v)
+        q, k, v = randn(seed, n_q, d), randn(seed + 1, n_k, d), randn(seed + 2, n_k, d_v)
         case = f"q {tuple(q.shape)}, k {tuple(k.shape)} (float64), block_size={block}"
         got = env().run("online_softmax_attention", MEMORY_SNIPPET,
                         inputs={"q": q, "k": k, "v": v, "block_size": block},
                         outputs=["out", "largest", "largest_shape", "traced_peak", "rss_peak_growth"], case=case,
                         forbid=FORBID_ATTENTION)
-        expect_close("online_softmax_attention", got["out"], _sdpa(q, k, v), atol=1e-9, rtol=1e-9, case=case)
+        expect_close("online_softmax_attention", got["out"], sdpa(q, k, v), atol=1e-9, rtol=1e-9, case=case)
         full_bytes = n_q * n_k * 8
         blockwise = (f"a blockwise pass needs about n_q × block_size = {n_q * block:,} score elements at a time, "
                      f"never the full {n_q} × {n_k} matrix")

@@ -12,6 +12,7 @@ even for a float64 model, so whole-model and whole-block logits are compared at 
 """
 from __future__ import annotations
 
+from .references import torch as _torch
 from .sources import definition, solution
 from . import CheckFailed, env, expect_close
 
@@ -35,20 +36,10 @@ def _substitutes(*names):
     return {name: REFERENCE_SOURCE for name in names}
 
 
-def _torch():
-    import torch
-
-    return torch
-
-
-def _dtype(name):
-    return getattr(_torch(), name)
-
-
 def _randn(seed, *shape, dtype="float64", scale=1.0, shift=0.0):
     torch = _torch()
     g = torch.Generator().manual_seed(seed)
-    return (torch.randn(*shape, generator=g, dtype=torch.float64) * scale + shift).to(_dtype(dtype))
+    return (torch.randn(*shape, generator=g, dtype=torch.float64) * scale + shift).to(getattr(torch, dtype))
 
 
 def _tolerance(got, exact=True):
@@ -194,7 +185,7 @@ def test_SwiGLU():
     for seed, (shape, d_ff), dtype in [(31, ((2, 5, 16), 40), "float64"), (32, ((3, 8), 24), "float32"),
                                        (33, ((1, 6, 32), 86), "float64"), (34, ((2, 2, 4, 8), 16), "float32")]:
         d_model = shape[-1]
-        reference = _randomize(LlamaMLP(_llama_config(d_model=d_model, d_ff=d_ff)), seed).to(_dtype(dtype))
+        reference = _randomize(LlamaMLP(_llama_config(d_model=d_model, d_ff=d_ff)), seed).to(getattr(torch, dtype))
         x = _randn(seed + 1, *shape, dtype=dtype, scale=1.5)
         with torch.no_grad():
             want = reference(x)
@@ -232,7 +223,7 @@ def _attention_case(seed, b, n, n_heads, n_kv_heads, d_head, dtype, positions, r
     d_model = n_heads * d_head
     config = _llama_config(d_model=d_model, n_heads=n_heads, n_kv_heads=n_kv_heads, rope_base=rope_base)
     config._attn_implementation = "sdpa"   # float64 stays float64 (the eager path takes its softmax in float32)
-    reference = _randomize(LlamaAttention(config, layer_idx=0), seed).to(_dtype(dtype)).eval()
+    reference = _randomize(LlamaAttention(config, layer_idx=0), seed).to(getattr(torch, dtype)).eval()
     x = _randn(seed + 1, b, n, d_model, dtype=dtype)
     pos = torch.arange(n) if positions is None else torch.tensor(positions)
     with torch.no_grad():
@@ -304,7 +295,7 @@ def test_LlamaBlock():
         d_model = h * d_head
         config = _llama_config(d_model=d_model, n_heads=h, n_kv_heads=kv, d_ff=d_ff, eps=eps)
         config._attn_implementation = "sdpa"
-        layer = _randomize(LlamaDecoderLayer(config, layer_idx=0), seed).to(_dtype(dtype)).eval()
+        layer = _randomize(LlamaDecoderLayer(config, layer_idx=0), seed).to(getattr(torch, dtype)).eval()
         x = _randn(seed + 1, b, n, d_model, dtype=dtype)
         with torch.no_grad():
             want = layer(x, position_embeddings=_rope_cos_sin(torch.arange(n), d_head, 10000.0, x.dtype),
@@ -368,7 +359,7 @@ def _hf_model(seed, config, dtype):
     from transformers import LlamaForCausalLM
 
     hf = LlamaForCausalLM(_llama_config(**config))
-    return _randomize(hf, seed).to(_dtype(dtype)).eval()
+    return _randomize(hf, seed).to(getattr(_torch(), dtype)).eval()
 
 
 def _ids(seed, vocab_size, batch, n):
