@@ -201,6 +201,20 @@ def test_a_batch_where_one_sequence_was_expected():
     assert hints.documented_shapes(inspect.getsource(rnn_step), "rnn_step") == {}
 
 
+def unembed_untransposed(h, W_U):
+    return np.asarray(h) @ np.asarray(W_U)
+
+
+def test_a_weight_used_untransposed():
+    ename, evalue, frames = frames_of(lambda: unembed_untransposed(np.ones(2), np.ones((3, 2))), {})
+    hint = hints.hint_for(ename, evalue, frames)
+    assert hint and hint.startswith("h (2,) has its last axis of size 2 where W_U (3, 2) has it last, not first")
+    assert hint.endswith("the product with W_U needs its transpose.")
+    # a shape error that a transpose would not fix is not blamed on one
+    ename, evalue, frames = frames_of(lambda: unembed_untransposed(np.ones(4), np.ones((3, 2))), {})
+    assert hints.hint_for(ename, evalue, frames) is None
+
+
 def test_other_errors_get_no_hint_and_keep_their_text():
     ename, evalue, frames = frames_of(lambda: {}["missing"], {})
     assert hints.hint_for(ename, evalue, frames) is None
