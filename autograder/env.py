@@ -27,7 +27,7 @@ import textwrap
 import zlib
 from pathlib import Path
 
-from . import kernel_shim, static, tripwires
+from . import hints, kernel_shim, static, tripwires
 from .messages import CheckFailed
 
 SHIM_SOURCE = Path(kernel_shim.__file__).read_text()
@@ -110,7 +110,8 @@ class Env:
             if answer["error"].startswith("NotImplementedError"):
                 raise CheckFailed(f"{exercise}: not written yet (it still raises NotImplementedError). Replace "
                                   "`raise NotImplementedError()` with your code.")
-            raise CheckFailed(f"{exercise}: raised {answer['error']}{where}.")
+            hint = self._hint(exercise, answer)
+            raise CheckFailed(f"{exercise}: raised {answer['error']}{where}." + (f" {hint}" if hint else ""))
         if status != "ok":
             raise CheckFailed(f"{exercise}: the grader got no answer from your code{where} ({status}).")
         used = self._static_uses(exercise, request, forbid)
@@ -130,6 +131,26 @@ class Env:
             raise CheckFailed(f"{exercise}: the grader's record of what this call used was tampered with{where} "
                               f"({tampered}); no credit.")
         return kernel_shim.decode(answer["value"])
+
+    def _hint(self, exercise, answer) -> str | None:
+        """The hint a visible test would give for the same exception (`hints`), where a rule can tell the cause."""
+        sources = {c.grade_id: c.source for c in self.notebook.cells if c.kind == "exercise" and c.grade_id} \
+            if self.notebook is not None else {}
+        frames = []
+        for f in answer.get("frames") or []:
+            try:
+                function = f.get("function")
+                home = next((g for g, src in sources.items()
+                             if function and re.search(rf"^\s*def\s+{re.escape(function)}\b", src, re.M)), None)
+                frames.append(hints.Frame(None, function, 0, str(f.get("code", "")),
+                                          {str(k): tuple(v) for k, v in (f.get("shapes") or {}).items()}, home))
+            except (AttributeError, TypeError, ValueError):  # a malformed report from the kernel: no hint
+                return None
+        try:
+            return hints.hint_for(str(answer.get("ename", "")), str(answer.get("evalue", "")), frames,
+                                  exercise=exercise, sources=sources)
+        except Exception:  # the hint is a courtesy: a rule tripping on odd data must not cost the verdict
+            return None
 
     def _static_uses(self, exercise, request, forbid) -> list[str]:
         if self.notebook is None:

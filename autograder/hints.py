@@ -11,6 +11,10 @@ The rules, each told apart by something the error leaves behind:
 - `scores[~mask]`: a boolean index whose mask does not match the array's leading axes (it also flattens);
 - a (batch, n_q, n_k) mask against per-head scores: it broadcasts once a heads axis is added, not before;
 - `np.diag(v)` on a batch of vectors: a shape error on a line with np.diag and an array of 3 or more axes;
+- a weight used untransposed (`h @ W_U` with W_U of shape (V, d)): a matmul shape error where the left operand's last
+  axis matches the weight's last axis, not its first;
+- operands of different dtypes: torch's "expected scalar type Double but found Float" and its kin;
+- a result cut off from autograd: backward() on a tensor without a grad_fn;
 - `for x_t in X` over a batch: a shape error in an exercise that loops over an argument with 3 or more axes;
 - a batch passed where one sequence was expected: a function whose docstring gives an argument fewer axes than it got.
 """
@@ -96,7 +100,7 @@ def documented_shapes(source: str, function: str) -> dict[str, str]:
 def transpose_of_batch(ename, evalue, frame: Frame, **_) -> str | None:
     if not is_shape_error(ename, evalue):
         return None
-    for name in re.findall(r"\b(\w+)\.T\b", frame.code):
+    for name in re.findall(r"\b(\w+)(?:\[[^\]]*\])?\.T\b", frame.code):  # K.T, or a slice of K: K[..., a:b, :].T
         shape = frame.shapes.get(name)
         if shape is not None and len(shape) >= 3:
             return (f"{name}.T reverses every axis of {name} {_shape(shape)}, batch axes too; swap only the last two "
@@ -196,8 +200,43 @@ def diag_of_batch(ename, evalue, frame: Frame, **_) -> str | None:
             "rows by broadcasting: v[..., :, None] * M.")
 
 
-RULES = [transpose_of_batch, missing_keepdims, boolean_index, mask_missing_axis, diag_of_batch, loop_over_batch,
-         batch_for_one_sequence]
+def untransposed_weight(ename, evalue, frame: Frame, **_) -> str | None:
+    """`x @ W` with W stored (out, in), as nn.Linear and W_U store it: x's last axis meets W's last axis."""
+    if not is_shape_error(ename, evalue):
+        return None
+    for name in re.findall(r"@\s*(?:[\w.]+\()?(\w+)\b(?!\.T)", frame.code):
+        weight = frame.shapes.get(name)
+        if weight is None or len(weight) != 2 or weight[0] == weight[1]:
+            continue
+        for other in dict.fromkeys(_names(frame.code.split("@")[0])):
+            shape = frame.shapes.get(other)
+            if other != name and shape and shape[-1] == weight[1] != weight[0]:
+                return (f"{other} {_shape(shape)} has its last axis of size {shape[-1]} where {name} {_shape(weight)} "
+                        f"has it last, not first: {name} is stored (out, in), so the product with {name} needs its "
+                        "transpose.")
+    return None
+
+
+DTYPE_ERRORS = re.compile(r"expected scalar type \w+ but found \w+|expected (?:both|mat1 and mat2 to have the same|m1 and m2 to "
+                          r"have the same) dtype|must have the same dtype|dtype mismatch", re.I)
+
+
+def dtype_mismatch(ename, evalue, frame: Frame, **_) -> str | None:
+    if ename != "RuntimeError" or not DTYPE_ERRORS.search(evalue):
+        return None
+    return ("two operands have different dtypes: a tensor built inside the function (a table, a mask, a constant) "
+            "should take the input's dtype (and device), float32 and float64 alike.")
+
+
+def detached(ename, evalue, frame: Frame, **_) -> str | None:
+    if ename != "RuntimeError" or "does not require grad and does not have a grad_fn" not in evalue:
+        return None
+    return ("the result is not connected to its inputs in autograd: something on the way detached it (.detach(), "
+            ".item(), .numpy(), torch.tensor(...) of computed values, or torch.no_grad()).")
+
+
+RULES = [transpose_of_batch, missing_keepdims, boolean_index, mask_missing_axis, diag_of_batch, untransposed_weight,
+         dtype_mismatch, detached, loop_over_batch, batch_for_one_sequence]
 
 
 def hint_for(ename: str, evalue: str, frames: list[Frame], *, exercise: str = "",

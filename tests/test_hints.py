@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import linecache
+import warnings
 
 import numpy as np
 import pytest
@@ -201,6 +202,48 @@ def test_a_batch_where_one_sequence_was_expected():
     assert hints.documented_shapes(inspect.getsource(rnn_step), "rnn_step") == {}
 
 
+def unembed_untransposed(h, W_U):
+    return np.asarray(h) @ np.asarray(W_U)
+
+
+def test_a_weight_used_untransposed():
+    ename, evalue, frames = frames_of(lambda: unembed_untransposed(np.ones(2), np.ones((3, 2))), {})
+    hint = hints.hint_for(ename, evalue, frames)
+    assert hint and hint.startswith("h (2,) has its last axis of size 2 where W_U (3, 2) has it last, not first")
+    assert hint.endswith("the product with W_U needs its transpose.")
+    # a shape error that a transpose would not fix is not blamed on one
+    ename, evalue, frames = frames_of(lambda: unembed_untransposed(np.ones(4), np.ones((3, 2))), {})
+    assert hints.hint_for(ename, evalue, frames) is None
+
+
+def loss_detached(logits):
+    return logits.detach().logsumexp(-1).mean()
+
+
+def test_a_result_cut_off_from_autograd():
+    ename, evalue, frames = frames_of(lambda: loss_detached(torch.zeros(2, 3, requires_grad=True)).backward(), {})
+    assert hints.hint_for(ename, evalue, frames).startswith("the result is not connected to its inputs in autograd")
+
+
+def scores_of_a_block(q, k, start):
+    return q @ k[..., start:start + 2, :].T
+
+
+def rope_float32_table(x):
+    R = torch.eye(x.shape[-1], dtype=torch.float32)
+    return torch.einsum("...d,de->...e", x, R)
+
+
+def test_a_slice_transposed_with_T_and_a_dtype_mismatch():
+    with warnings.catch_warnings():  # torch warns about .T on 3-d tensors (once per process)
+        warnings.simplefilter("ignore")
+        ename, evalue, frames = frames_of(lambda: scores_of_a_block(torch.ones(2, 3, 6, 4), torch.ones(2, 3, 8, 4), 0),
+                                          {})
+    assert hints.hint_for(ename, evalue, frames).startswith("k.T reverses every axis of k (2, 3, 8, 4)")
+    ename, evalue, frames = frames_of(lambda: rope_float32_table(torch.ones(2, 4, dtype=torch.float64)), {})
+    assert hints.hint_for(ename, evalue, frames).startswith("two operands have different dtypes")
+
+
 def test_other_errors_get_no_hint_and_keep_their_text():
     ename, evalue, frames = frames_of(lambda: {}["missing"], {})
     assert hints.hint_for(ename, evalue, frames) is None
@@ -235,3 +278,38 @@ def test_frames_from_an_ipython_traceback():
     frames[-1].shapes = {"Q": (2, 3, 4), "K": (2, 3, 4)}
     assert "K.T reverses every axis of K (2, 3, 4)" in hints.describe(
         "f", "ValueError", IPYTHON_TRACEBACK[-1].split(": ", 1)[1], frames)
+
+
+# --- a hidden check's call that raises gets the same hints -------------------------------------------------------
+def _learner_namespace(source: str, filename: str = "<cell-7>") -> dict:
+    """Learner code as a notebook cell holds it: compiled under a cell's file name, its lines known to linecache."""
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    namespace = {"np": np}
+    exec(compile(source, filename, "exec"), namespace)
+    return namespace
+
+
+def test_a_hidden_call_that_raises_gets_the_hint():
+    from autograder.env import LocalEnv
+    from autograder.messages import CheckFailed
+
+    namespace = _learner_namespace("def attention_scores(Q, K):\n    return Q @ K.T / np.sqrt(Q.shape[-1])\n")
+    with pytest.raises(CheckFailed) as raised:
+        LocalEnv(namespace).call("attention_scores", np.ones((2, 4, 8)), np.ones((2, 5, 8)), case="Q (2, 4, 8)")
+    message = str(raised.value)
+    assert message.startswith("attention_scores: raised ValueError: matmul")
+    assert "(line 2 of your cell) for Q (2, 4, 8)." in message
+    assert message.endswith("K.T reverses every axis of K (2, 5, 8), batch axes too; swap only the last two "
+                            "(np.swapaxes(K, -1, -2), or K.transpose(-2, -1) in torch).")
+    # an error no rule recognises keeps its plain line
+    namespace = _learner_namespace("def attention_scores(Q, K):\n    return {}['x']\n", "<cell-8>")
+    with pytest.raises(CheckFailed) as raised:
+        LocalEnv(namespace).call("attention_scores", np.ones((2, 4, 8)), np.ones((2, 5, 8)))
+    assert str(raised.value) == "attention_scores: raised KeyError: 'x' (line 2 of your cell)."
+
+
+def test_a_malformed_frame_report_gives_no_hint():
+    from autograder.env import Env
+
+    answer = {"ename": "ValueError", "evalue": "operands could not be broadcast", "frames": [{"shapes": {"K": 5}}]}
+    assert Env()._hint("f", answer) is None

@@ -80,7 +80,8 @@ def test_get_batch_windows():
     seen = sorted(set(((x[:, 0] - 3) // 7).tolist()))
     expect(seen == [0, 1, 2],
            f"get_batch: with {case}, the valid starts are [0, 1, 2] and each should be drawn; got starts {seen}. "
-           "Draw starts from torch.randint(len(data) - block_size, ...): the last start is len(data) - block_size - 1.")
+           "Each window needs block_size + 1 tokens (its inputs and the target after them): which starts does your "
+           "draw allow, given that a random integer draw excludes its upper bound?")
     # The generator, not the global seed, decides the draw.
     data = torch.arange(5000)
     case = "data of length 5000, block_size=8, batch_size=16"

@@ -55,6 +55,7 @@ WRONG_ANSWERS = [
             "def build_vocab(text):\n"
             "    return {ch: i for i, ch in enumerate(dict.fromkeys(text))}\n"
         )},
+        "says": "Number the characters of sorted(set(text))",
         "loses": ["test_build_vocab"],
     },
     {
@@ -63,6 +64,7 @@ WRONG_ANSWERS = [
             "def build_vocab(text):\n"
             "    return {w: i for i, w in enumerate(sorted(set(text.split())))}\n"
         )},
+        "says": "got {'banana': 0}",
         "loses": ["test_build_vocab"],
     },
     # ------------------------------------------------------------------ encode
@@ -72,6 +74,7 @@ WRONG_ANSWERS = [
             "def encode(text, vocab):\n"
             "    return [vocab[ch] for ch in text if ch != ' ']\n"
         )},
+        "says": "Use the vocabulary you are given, spaces included",
         "loses": ["test_encode"],
     },
     {
@@ -81,6 +84,7 @@ WRONG_ANSWERS = [
             "    own = {ch: i for i, ch in enumerate(sorted(set(text)))}\n"
             "    return [own[ch] for ch in text]\n"
         )},
+        "says": "Use the vocabulary you are given",
         "loses": ["test_encode"],
     },
     # ------------------------------------------------------------------ decode
@@ -91,6 +95,7 @@ WRONG_ANSWERS = [
             "    inverse = {i: ch for ch, i in vocab.items()}\n"
             "    return ' '.join(inverse[int(i)] for i in ids)\n"
         )},
+        "says": "got 'b a n a n a'. Join with ''",
         "loses": ["test_decode"],
     },
     {
@@ -100,27 +105,32 @@ WRONG_ANSWERS = [
             "    keys = list(vocab)\n"
             "    return ''.join(keys[int(i) % len(keys)] for i in ids)\n"
         )},
+        "says": "got ' ab'",
         "loses": ["test_decode"],
     },
     # ------------------------------------------------------------------ bpe_train
     {
         "why": "counts each distinct word once, ignoring how often it occurs",
         "replace": {"bpe_train": _bpe_train(count_line="pair_counts[pair] = pair_counts.get(pair, 0) + 1")},
+        "says": "Count pairs over all word occurrences",
         "loses": ["test_bpe_train"],
     },
     {
         "why": "breaks ties by first occurrence (max with key=dict.get) instead of the smallest pair",
         "replace": {"bpe_train": _bpe_train(pick="best = max(pair_counts, key=pair_counts.get)")},
+        "says": "Break ties with min() over the tied pairs",
         "loses": ["test_bpe_train_ties"],
     },
     {
         "why": "breaks ties by the largest pair instead of the smallest",
         "replace": {"bpe_train": _bpe_train(pick="best = max(p for p, c in pair_counts.items() if c == top)")},
+        "says": "Break ties with min() over the tied pairs",
         "loses": ["test_bpe_train_ties"],
     },
     {
         "why": "never stops early: keeps merging pairs that occur only once",
         "replace": {"bpe_train": _bpe_train(stop=False)},
+        "says": "Stop when the best count is below 2",
         "loses": ["test_bpe_train_stops"],
     },
     # ------------------------------------------------------------------ bpe_encode
@@ -137,6 +147,7 @@ WRONG_ANSWERS = [
             "        tokens.extend(s)\n"
             "    return tokens\n"
         )},
+        "says": "Apply the merges in the order they were learned",
         "loses": ["test_bpe_encode"],
     },
     {
@@ -149,6 +160,7 @@ WRONG_ANSWERS = [
             "        s = _merge(s, left, right)\n"
             "    return s\n"
         )},
+        "says": "each to every word, left to right",
         "loses": ["test_bpe_encode"],
     },
     # ------------------------------------------------------------------ one_hot
@@ -161,6 +173,7 @@ WRONG_ANSWERS = [
             "    out[np.arange(ids.size), ids] = 1.0\n"
             "    return out\n"
         )},
+        "says": "Keep the ids' shape and add one axis at the end",
         "loses": ["test_one_hot"],
     },
     {
@@ -171,6 +184,7 @@ WRONG_ANSWERS = [
             "    t = torch.as_tensor(np.asarray(ids, dtype=np.int64))\n"
             "    return torch.nn.functional.one_hot(t, vocab_size).double().numpy()\n"
         )},
+        "says": "calls torch.nn.functional.one_hot",
         "loses": ["test_one_hot"],
     },
     # ------------------------------------------------------------------ embed
@@ -180,6 +194,7 @@ WRONG_ANSWERS = [
             "def embed(ids, W_E):\n"
             "    return W_E[:, np.asarray(ids)].T\n"
         )},
+        "says": "index 3 is out of bounds for axis 1",
         "loses": ["test_embed"],
     },
     {
@@ -190,6 +205,7 @@ WRONG_ANSWERS = [
             "    return torch.nn.functional.embedding(torch.as_tensor(np.asarray(ids, dtype=np.int64)),\n"
             "                                         torch.as_tensor(W_E)).numpy()\n"
         )},
+        "says": "calls torch.nn.functional.embedding",
         "loses": ["test_embed"],
     },
     # ------------------------------------------------------------------ cosine_similarity
@@ -201,6 +217,7 @@ WRONG_ANSWERS = [
             "    n = np.linalg.norm(a) * np.linalg.norm(b)\n"
             "    return np.sum(a * b, axis=-1) / n if n > 0 else np.zeros(np.broadcast_shapes(a.shape, b.shape)[:-1])\n"
         )},
+        "says": "Divide by the norm of each row, not of the whole array",
         "loses": ["test_cosine_similarity"],
     },
     {
@@ -209,6 +226,7 @@ WRONG_ANSWERS = [
             "def cosine_similarity(a, b):\n"
             "    return np.sum(np.asarray(a, float) * np.asarray(b, float), axis=-1)\n"
         )},
+        "says": "(45 degrees); got 1.0",
         "loses": ["test_cosine_similarity"],
     },
     {
@@ -218,6 +236,7 @@ WRONG_ANSWERS = [
             "    a, b = np.asarray(a, float), np.asarray(b, float)\n"
             "    return np.sum(a * b, axis=-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))\n"
         )},
+        "says": "Don't divide by a zero norm",
         "loses": ["test_cosine_similarity_zero"],
     },
     {
@@ -228,6 +247,7 @@ WRONG_ANSWERS = [
             "    return torch.nn.functional.cosine_similarity(torch.as_tensor(np.asarray(a, float)),\n"
             "                                                 torch.as_tensor(np.asarray(b, float)), dim=-1).numpy()\n"
         )},
+        "says": "calls torch.nn.functional.cosine_similarity",
         "loses": ["test_cosine_similarity", "test_cosine_similarity_zero"],
     },
     # ------------------------------------------------------------------ analogy
@@ -242,6 +262,7 @@ WRONG_ANSWERS = [
             "    best = int(np.argmax(scores))\n"
             "    return next(w for w, i in vocab.items() if i == best)\n"
         )},
+        "says": "The target is W_E[b] - W_E[a] + W_E[c]",
         "loses": ["test_analogy"],
     },
     {
@@ -255,6 +276,7 @@ WRONG_ANSWERS = [
             "    best = int(np.argmax(scores))\n"
             "    return next(w for w, i in vocab.items() if i == best)\n"
         )},
+        "says": "The target is W_E[b] - W_E[a] + W_E[c]",
         "loses": ["test_analogy", "test_analogy_excludes_inputs"],
     },
     {
@@ -266,6 +288,7 @@ WRONG_ANSWERS = [
             "    best = int(np.argmax(scores))\n"
             "    return next(w for w, i in vocab.items() if i == best)\n"
         )},
+        "says": "Exclude the input words from the candidates",
         "loses": ["test_analogy_excludes_inputs"],
     },
     # ------------------------------------------------------------------ unembed
@@ -275,6 +298,7 @@ WRONG_ANSWERS = [
             "def unembed(h, W_U):\n"
             "    return np.asarray(h) @ np.asarray(W_U)\n"
         )},
+        "says": "the product with W_U needs its transpose",
         "loses": ["test_unembed"],
     },
     {
@@ -285,6 +309,7 @@ WRONG_ANSWERS = [
             "    return torch.nn.functional.linear(torch.as_tensor(np.asarray(h, float)),\n"
             "                                      torch.as_tensor(np.asarray(W_U, float))).numpy()\n"
         )},
+        "says": "calls torch.nn.functional.linear",
         "loses": ["test_unembed"],
     },
     # ------------------------------------------------------------------ softmax_with_temperature
@@ -296,6 +321,7 @@ WRONG_ANSWERS = [
             "    e = np.exp(z - z.max(axis=-1, keepdims=True))\n"
             "    return e / e.sum(axis=-1, keepdims=True)\n"
         )},
+        "says": "Divide by T",
         "loses": ["test_softmax_with_temperature"],
     },
     {
@@ -306,6 +332,7 @@ WRONG_ANSWERS = [
             "    e = np.exp(z - z.max())\n"
             "    return e / e.sum()\n"
         )},
+        "says": "Normalise along the last axis",
         "loses": ["test_softmax_with_temperature", "test_softmax_with_temperature_stability"],
     },
     {
@@ -315,6 +342,7 @@ WRONG_ANSWERS = [
             "    e = np.exp(np.asarray(logits, float) / T)\n"
             "    return e / e.sum(axis=-1, keepdims=True)\n"
         )},
+        "says": "Subtract the maximum before exp",
         "loses": ["test_softmax_with_temperature_stability"],
     },
     {
@@ -324,6 +352,7 @@ WRONG_ANSWERS = [
             "    import torch\n"
             "    return torch.softmax(torch.as_tensor(np.asarray(logits, float)) / T, dim=-1).numpy()\n"
         )},
+        "says": "calls torch.softmax",
         "loses": ["test_softmax_with_temperature", "test_softmax_with_temperature_stability"],
     },
 ]

@@ -157,11 +157,11 @@ WRONG_ANSWERS = [
     # split / merge
     {"why": "split_heads reshapes straight to (batch, heads, n, d_head): the missing permute",
      "replace": {"split_heads": SPLIT_NO_PERMUTE},
-     "says": "mixes tokens into heads", "loses": ["test_split_heads"]},
+     "says": "A head takes its d_head columns from every token", "loses": ["test_split_heads"]},
     {"why": "split_heads without the permute, used by an otherwise correct MultiHeadAttention: charged to split_heads "
             "alone",
      "replace": {"split_heads": SPLIT_NO_PERMUTE, "MultiHeadAttention": MHA_WITH_HELPERS},
-     "says": "mixes tokens into heads", "loses": ["test_split_heads"]},
+     "says": "A head takes its d_head columns from every token", "loses": ["test_split_heads"]},
     {"why": "split_heads not written yet, used by an otherwise correct MultiHeadAttention: charged to split_heads "
             "alone",
      "replace": {"split_heads": SPLIT_UNWRITTEN, "MultiHeadAttention": MHA_WITH_HELPERS},

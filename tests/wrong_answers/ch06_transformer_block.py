@@ -82,78 +82,96 @@ WRONG_ANSWERS = [
     {"why": "unbiased variance (torch.var's default divides by d - 1)",
      "replace": {"LayerNorm": _edit(LAYERNORM, "var = ((x - mu) ** 2).mean(dim=-1, keepdim=True)",
                                     "var = x.var(dim=-1, keepdim=True)")},
+     "says": "the unbiased variance (divided by d - 1",
      "loses": LN_TESTS},
     {"why": "normalises over dim=1 (right for (n, d) inputs, wrong with a batch dimension)",
      "replace": {"LayerNorm": _edit(_edit(LAYERNORM, "mu = x.mean(dim=-1, keepdim=True)", "mu = x.mean(dim=1, keepdim=True)"),
                                     "var = ((x - mu) ** 2).mean(dim=-1, keepdim=True)",
                                     "var = ((x - mu) ** 2).mean(dim=1, keepdim=True)")},
+     "says": "Subtract the mean over dim=-1",
      "loses": ["test_LayerNorm"]},
     {"why": "shifts before scaling: (x_hat + bias) * weight",
      "replace": {"LayerNorm": _edit(LAYERNORM, "return (x - mu) / torch.sqrt(var + self.eps) * self.weight + self.bias",
                                     "return ((x - mu) / torch.sqrt(var + self.eps) + self.bias) * self.weight")},
+     "says": "Scale by weight, then add bias",
      "loses": ["test_LayerNorm_params"]},
     {"why": "treats the mean and variance as constants (detached), so the gradient w.r.t. x is wrong",
      "replace": {"LayerNorm": _edit(_edit(LAYERNORM, "mu = x.mean(dim=-1, keepdim=True)",
                                           "mu = x.mean(dim=-1, keepdim=True).detach()"),
                                     "var = ((x - mu) ** 2).mean(dim=-1, keepdim=True)",
                                     "var = ((x - mu) ** 2).mean(dim=-1, keepdim=True).detach()")},
+     "says": "Keep the mean and variance inside autograd",
      "loses": ["test_LayerNorm_grad"]},
     {"why": "eps outside the square root: / (sqrt(var) + eps)",
      "replace": {"LayerNorm": _edit(LAYERNORM, "torch.sqrt(var + self.eps)", "(torch.sqrt(var) + self.eps)")},
+     "says": "Use the eps you were given, inside the sqrt",
      "loses": ["test_LayerNorm_eps"]},
     {"why": "ignores the eps argument (always 1e-5)",
      "replace": {"LayerNorm": _edit(LAYERNORM, "self.eps = eps", "self.eps = 1e-5")},
+     "says": "Use the eps you were given",
      "loses": ["test_LayerNorm_eps"]},
     {"why": "shortcut: calls F.layer_norm",
      "replace": {"LayerNorm": _edit(LAYERNORM,
                                     "return (x - mu) / torch.sqrt(var + self.eps) * self.weight + self.bias",
                                     "return F.layer_norm(x, x.shape[-1:], self.weight, self.bias, self.eps)")},
+     "says": "calls torch.nn.functional.layer_norm",
      "loses": LN_TESTS},
     {"why": "shortcut: wraps torch.nn.LayerNorm's functional core (torch.layer_norm)",
      "replace": {"LayerNorm": _edit(LAYERNORM,
                                     "return (x - mu) / torch.sqrt(var + self.eps) * self.weight + self.bias",
                                     "return torch.layer_norm(x, x.shape[-1:], self.weight, self.bias, self.eps)")},
+     "says": "calls torch.layer_norm",
      "loses": LN_TESTS},
     # ---------------------------------------------------------------- FeedForward
     {"why": "ReLU written as clamp(max=0): keeps the negative part",
      "replace": {"FeedForward": _edit(FEEDFORWARD, "torch.clamp(h, min=0)", "torch.clamp(h, max=0)")},
+     "says": "The activation kept the negative part",
      "loses": ["test_FeedForward"]},
     {"why": "ignores the activation argument (always ReLU)",
      "replace": {"FeedForward": _edit(FEEDFORWARD, 'if self.activation == "relu":', "if True:")},
+     "says": "That is ReLU: use the activation argument",
      "loses": ["test_FeedForward_gelu"]},
     {"why": "GELU written as x * sigmoid(x) (that is SiLU)",
      "replace": {"FeedForward": _edit(FEEDFORWARD, "h = 0.5 * h * (1 + torch.erf(h / math.sqrt(2.0)))",
                                       "h = h * torch.sigmoid(h)")},
+     "says": "That is SiLU",
      "loses": ["test_FeedForward_gelu"]},
     {"why": "applies the activation after fc2 as well",
      "replace": {"FeedForward": _edit(FEEDFORWARD, "return self.fc2(h)", "return torch.clamp(self.fc2(h), min=0)")},
+     "says": "The activation belongs between fc1 and fc2 only",
      "loses": FFN_TESTS},
     {"why": "fc2 without bias",
      "replace": {"FeedForward": _edit(FEEDFORWARD, "nn.Linear(d_ff, d_model)", "nn.Linear(d_ff, d_model, bias=False)")},
+     "says": "fc1 and fc2 both need a bias (b1 and b2 in the formula)",
      "loses": FFN_TESTS},
     # ---------------------------------------------------------------- TransformerBlock
     {"why": "parallel block: the FFN reads the block's input instead of the stream after attention",
      "replace": {"TransformerBlock": _edit(BLOCK, """        x = x + self.attn(self.ln1(x), mask)
         x = x + self.ffn(self.ln2(x))
         return x""", """        return x + self.attn(self.ln1(x), mask) + self.ffn(self.ln2(x))""")},
+     "says": "Attention and FFN both read the block's input (a parallel block)",
      "loses": ["test_TransformerBlock"]},
     {"why": "reuses ln1 in front of the FFN (ln2 never used)",
      "replace": {"TransformerBlock": _edit(BLOCK, "self.ffn(self.ln2(x))", "self.ffn(self.ln1(x))")},
+     "says": "The FFN must read ln2(x), its own LayerNorm",
      "loses": ["test_TransformerBlock"]},
     {"why": "adds in place (x += ...): overwrites the caller's tensor and fails when x requires grad",
      "replace": {"TransformerBlock": _edit(BLOCK, """        x = x + self.attn(self.ln1(x), mask)
         x = x + self.ffn(self.ln2(x))""", """        x += self.attn(self.ln1(x), mask)
         x += self.ffn(self.ln2(x))""")},
+     "says": "Did you add in place (x += ...)?",
      "loses": ["test_TransformerBlock_residual"]},
     {"why": "no residual connections",
      "replace": {"TransformerBlock": _edit(BLOCK, """        x = x + self.attn(self.ln1(x), mask)
         x = x + self.ffn(self.ln2(x))""", """        x = self.attn(self.ln1(x), mask)
         x = self.ffn(self.ln2(x))""")},
+     "says": "The residual connections are missing",
      "loses": BLOCK_TESTS},
     {"why": "post-norm block: LayerNorm after each residual add",
      "replace": {"TransformerBlock": _edit(BLOCK, """        x = x + self.attn(self.ln1(x), mask)
         x = x + self.ffn(self.ln2(x))""", """        x = self.ln1(x + self.attn(x, mask))
         x = self.ln2(x + self.ffn(x))""")},
+     "says": "x = x + attn(ln1(x), mask)",
      "loses": BLOCK_TESTS},
     {"why": "shortcut: torch's nn.TransformerEncoderLayer(norm_first=True) under the block's name",
      "replace": {"TransformerBlock": '''class TransformerBlock(nn.Module):
@@ -168,22 +186,28 @@ WRONG_ANSWERS = [
     def forward(self, x, mask=None):
         return self.layer(x, src_mask=None if mask is None else ~mask)
 '''},
+     "says": "expected sub-modules ln1, attn, ln2, ffn",
      "loses": BLOCK_TESTS},
     # ---------------------------------------------------------------- GPTLike
     {"why": "forgets the final LayerNorm before the unembedding",
      "replace": {"GPTLike": _edit(GPT, "return self.unembed(self.ln_f(x))", "return self.unembed(x)")},
+     "says": "Apply the final LayerNorm ln_f before the unembedding",
      "loses": ["test_GPTLike"]},
     {"why": "forgets the position embeddings",
      "replace": {"GPTLike": _edit(GPT, "x = self.tok_emb(ids) + self.pos_emb(torch.arange(n))", "x = self.tok_emb(ids)")},
+     "says": "Add the position embeddings pos_emb(arange(n))",
      "loses": ["test_GPTLike"]},
     {"why": "adds the whole position table (works only when n == max_len)",
      "replace": {"GPTLike": _edit(GPT, "self.pos_emb(torch.arange(n))", "self.pos_emb.weight")},
+     "says": "The size of tensor a (4) must match the size of tensor b (10)",
      "loses": ["test_GPTLike_shape"]},
     {"why": "never passes the causal mask to the blocks",
      "replace": {"GPTLike": _edit(GPT, "x = block(x, mask)", "x = block(x)")},
+     "says": "Build the causal mask (True on and below the diagonal) and pass it to every block",
      "loses": ["test_GPTLike_causal"]},
     {"why": "causal mask the wrong way round (triu: attends to the future)",
      "replace": {"GPTLike": _edit(GPT, ".tril()", ".triu()")},
+     "says": "causal mask",
      "loses": ["test_GPTLike", "test_GPTLike_causal"]},
     {"why": "a bigram model: no blocks at all, logits from each token alone (right shapes, trivially causal)",
      "replace": {"GPTLike": '''class GPTLike(nn.Module):
@@ -198,11 +222,13 @@ WRONG_ANSWERS = [
         n = ids.shape[1]
         return self.unembed(self.ln_f(self.tok_emb(ids) + self.pos_emb(torch.arange(n))))
 '''},
+     "says": "Unexpected key(s) in state_dict",
      "loses": GPT_TESTS},
     {"why": "builds the blocks but never calls them (a bigram model with the right parameter names)",
      "replace": {"GPTLike": _edit(GPT, """        for block in self.blocks:
             x = block(x, mask)
 """, "")},
+     "says": "each position sees only its own token (a bigram model)",
      "loses": GPT_TESTS},
     {"why": "shortcut: torch's nn.TransformerEncoder stack",
      "replace": {"GPTLike": '''class GPTLike(nn.Module):
@@ -222,6 +248,7 @@ WRONG_ANSWERS = [
         mask = torch.ones(n, n, dtype=torch.bool).triu(1)
         return self.unembed(self.ln_f(self.blocks(x, mask=mask)))
 '''},
+     "says": "Missing key(s) in state_dict: \"blocks.layers.0.self_attn.in_proj_weight\"",
      "loses": GPT_TESTS},
 ]
 
@@ -252,6 +279,7 @@ CONVERT = '''def convert_gpt2(hf_state_dict, n_layers):
 WRONG_ANSWERS += [
     {"why": "convert_gpt2 reads c_attn's columns as [Q | V | K]: keys and values swapped",
      "replace": {"convert_gpt2": _edit(CONVERT, '("W_q", "W_k", "W_v")', '("W_q", "W_v", "W_k")')},
+     "says": "blocks.0.attn.W_k.weight holds what GPT-2 keeps for blocks.0.attn.W_v.weight",
      "loses": ["test_convert_gpt2", "test_convert_gpt2_names"]},
     {"why": "convert_gpt2 transposes only the weights whose shape complains (the FFN's), not the square attention ones",
      "replace": {"convert_gpt2": _edit(_edit(CONVERT, 'sd[f"{ours}attn.{name}.weight"] = w.t()',
@@ -260,23 +288,28 @@ WRONG_ANSWERS += [
                                        'sd[f"{ours}{mine}.weight"] = hf_state_dict[f"{hf}{theirs}.weight"]'
                                        '\n            if mine != "attn.W_o":\n'
                                        '                sd[f"{ours}{mine}.weight"] = sd[f"{ours}{mine}.weight"].t()')},
+     "says": "transpose every Conv1D weight, square ones included",
      "loses": ["test_convert_gpt2", "test_convert_gpt2_names"]},
     {"why": "convert_gpt2 returns GPTLike's names and shapes with freshly initialised values (names and shapes alone "
             "earn nothing)",
      "replace": {"convert_gpt2": _edit(CONVERT, "return sd", "return {k: torch.randn_like(v) for k, v in sd.items()}")},
+     "says": "tok_emb.weight has GPTLike's name and shape but not the values GPT-2 holds for it",
      "loses": ["test_convert_gpt2", "test_convert_gpt2_names"]},
     {"why": "convert_gpt2 leaves out the final LayerNorm (ln_f keeps its initial ones and zeros)",
      "replace": {"convert_gpt2": _edit(CONVERT, '''    sd["ln_f.weight"] = hf_state_dict["transformer.ln_f.weight"]
     sd["ln_f.bias"] = hf_state_dict["transformer.ln_f.bias"]
 ''', "")},
+     "says": "no ln_f.weight in the result",
      "loses": ["test_convert_gpt2"]},
     {"why": "convert_gpt2 adds GPTLike's names to a copy of GPT-2's dict: GPT-2's own keys stay in it",
      "replace": {"convert_gpt2": _edit(CONVERT, '''    sd = {"tok_emb.weight": hf_state_dict["transformer.wte.weight"],
           "pos_emb.weight": hf_state_dict["transformer.wpe.weight"]}''', '''    sd = dict(hf_state_dict)
     sd["tok_emb.weight"] = hf_state_dict["transformer.wte.weight"]
     sd["pos_emb.weight"] = hf_state_dict["transformer.wpe.weight"]''')},
+     "says": "17 entries GPTLike does not have",
      "loses": ["test_convert_gpt2_names"]},
     {"why": "convert_gpt2 never transposes: Conv1D's (in, out) weights go straight into nn.Linear's (out, in) slots",
      "replace": {"convert_gpt2": CONVERT.replace("w.t()", "w").replace('weight"].t()', 'weight"]')},
+     "says": "blocks.0.ffn.fc1.weight has shape (12, 48); GPTLike's is (48, 12)",
      "loses": ["test_convert_gpt2", "test_convert_gpt2_names"]},
 ]

@@ -8,6 +8,7 @@ WRONG_ANSWERS = [
             "def fit_loglog_slope(ns, costs):\n"
             "    return float(np.polyfit(np.asarray(ns, dtype=float), np.asarray(costs, dtype=float), 1)[0])\n"
         )},
+        "says": "Fit a line to (log n, log cost)",
         "loses": ["test_fit_loglog_slope"],
     },
     {
@@ -18,6 +19,7 @@ WRONG_ANSWERS = [
             "    y = np.log(np.asarray(costs, dtype=float))\n"
             "    return float(np.polyfit(x, y, 1)[0])\n"
         )},
+        "says": "got 4.605170185988091. Fit a line to (log n, log cost)",
         "loses": ["test_fit_loglog_slope"],
     },
     # ---------------------------------------------------------------- attention_memory_bytes
@@ -27,6 +29,7 @@ WRONG_ANSWERS = [
             "def attention_memory_bytes(n, d, heads, dtype):\n"
             "    return int(heads * (n * n + 4 * n * d) * 4)\n"
         )},
+        "says": "Did you use 2 bytes per float16 element?",
         "loses": ["test_attention_memory_bytes"],
     },
     {
@@ -37,6 +40,7 @@ WRONG_ANSWERS = [
             "        dtype = getattr(torch, dtype)\n"
             "    return int((n * n + 4 * heads * n * d) * dtype.itemsize)\n"
         )},
+        "says": "Every head has its own 10 × 10 weight matrix",
         "loses": ["test_attention_memory_bytes"],
     },
     # ---------------------------------------------------------------- KVCache
@@ -63,6 +67,7 @@ WRONG_ANSWERS = [
             "    def get(self):\n"
             "        return self.k, self.v\n"
         )},
+        "says": "Sizes of tensors must match except in dimension 3",
         "loses": ["test_KVCache"],
     },
     {
@@ -86,6 +91,7 @@ WRONG_ANSWERS = [
             "            return None, None\n"
             "        return torch.cat(self.ks, dim=2), torch.cat(self.vs, dim=2)\n"
         )},
+        "says": "Sizes of tensors must match except in dimension 2",
         "loses": ["test_KVCache"],
     },
     # ---------------------------------------------------------------- attend_with_cache
@@ -97,6 +103,7 @@ WRONG_ANSWERS = [
             "    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])\n"
             "    return torch.softmax(scores, dim=-1) @ v\n"
         )},
+        "says": "a causal mask shifted right by the number of cached positions",
         "loses": ["test_attend_with_cache_prefill"],
     },
     {
@@ -112,6 +119,7 @@ WRONG_ANSWERS = [
             "    scores = scores.masked_fill(~allowed, float('-inf'))\n"
             "    return torch.softmax(scores, dim=-1) @ v\n"
         )},
+        "says": "attend to every cached key",
         "loses": ["test_attend_with_cache"],
     },
     {
@@ -125,6 +133,7 @@ WRONG_ANSWERS = [
             "    scores = scores.masked_fill(~allowed, float('-inf'))\n"
             "    return torch.softmax(scores, dim=-1) @ v\n"
         )},
+        "says": "Shift the causal mask by the positions cached before",
         "loses": ["test_attend_with_cache", "test_attend_with_cache_prefill"],
     },
     {
@@ -138,6 +147,7 @@ WRONG_ANSWERS = [
             "    allowed = torch.ones(t_new, total, dtype=torch.bool).tril(diagonal=total - t_new)\n"
             "    return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)\n"
         )},
+        "says": "calls torch.nn.functional.scaled_dot_product_attention",
         "loses": ["test_attend_with_cache", "test_attend_with_cache_prefill"],
     },
     # ---------------------------------------------------------------- generate_greedy
@@ -159,6 +169,7 @@ WRONG_ANSWERS = [
             "                logits = model(next_token, caches=caches)\n"
             "        return idx\n"
         )},
+        "says": "feed only the newest token, at start_pos = number of tokens already cached",
         "loses": ["test_generate_greedy_tokens"],
     },
     {
@@ -180,6 +191,7 @@ WRONG_ANSWERS = [
             "                logits = model(next_token, caches=caches, start_pos=idx.shape[1] - 1)\n"
             "        return idx\n"
         )},
+        "says": "with one KVCache per block",
         "loses": ["test_generate_greedy_tokens"],
     },
     {
@@ -191,6 +203,7 @@ WRONG_ANSWERS = [
             "            idx = torch.cat([idx, model(idx)[:, -1].argmax(-1, keepdim=True)], dim=1)\n"
             "    return idx\n"
         )},
+        "says": "a cached generation needs at most 70",
         "loses": ["test_generate_greedy_uses_cache"],
     },
     {
@@ -210,6 +223,7 @@ WRONG_ANSWERS = [
             "            idx = torch.cat([idx, next_token], dim=1)\n"
             "    return idx\n"
         )},
+        "says": "a cached generation needs at most 70",
         "loses": ["test_generate_greedy_uses_cache"],
     },
     {
@@ -232,6 +246,7 @@ WRONG_ANSWERS = [
             "            idx = torch.cat([idx, next_token], dim=1)\n"
             "    return idx\n"
         )},
+        "says": "the matrix-multiply work of a cached generation",
         "loses": ["test_generate_greedy_uses_cache"],
     },
     # ---------------------------------------------------------------- grouped_query_attention
@@ -246,6 +261,7 @@ WRONG_ANSWERS = [
             "        scores = scores.masked_fill(~mask, float('-inf'))\n"
             "    return torch.softmax(scores, dim=-1) @ v\n"
         )},
+        "says": "Use repeat_interleave, not repeat",
         "loses": ["test_grouped_query_attention"],
     },
     {
@@ -257,6 +273,7 @@ WRONG_ANSWERS = [
             "    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])\n"
             "    return torch.softmax(scores, dim=-1) @ v\n"
         )},
+        "says": "Set masked scores to -inf",
         "loses": ["test_grouped_query_attention_mask"],
     },
     {
@@ -267,6 +284,7 @@ WRONG_ANSWERS = [
             "def grouped_query_attention(q, k, v, mask=None):\n"
             "    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)\n"
         )},
+        "says": "calls torch.nn.functional.scaled_dot_product_attention",
         "loses": ["test_grouped_query_attention", "test_grouped_query_attention_mask"],
     },
     # ---------------------------------------------------------------- kv_cache_bytes
@@ -278,6 +296,7 @@ WRONG_ANSWERS = [
             "        dtype = getattr(torch, dtype)\n"
             "    return int(n_layers * batch * n_kv_heads * seq_len * d_head * dtype.itemsize)\n"
         )},
+        "says": "holds a key and a value: 8 bytes; got 4",
         "loses": ["test_kv_cache_bytes"],
     },
     # ---------------------------------------------------------------- apply_rope
@@ -295,6 +314,7 @@ WRONG_ANSWERS = [
             "    out[:, 1::2] = even * sin + odd * cos\n"
             "    return out\n"
         )},
+        "says": "The size of tensor a (8) must match the size of tensor b (4)",
         "loses": ["test_apply_rope"],
     },
     {
@@ -311,6 +331,7 @@ WRONG_ANSWERS = [
             "    out[..., 1::2] = even * sin + odd * cos\n"
             "    return out\n"
         )},
+        "says": "is the angle using the position?",
         "loses": ["test_apply_rope_positions"],
     },
     {
@@ -324,6 +345,7 @@ WRONG_ANSWERS = [
             "    first, second = x[..., : d // 2], x[..., d // 2:]\n"
             "    return torch.cat([first * cos - second * sin, first * sin + second * cos], dim=-1)\n"
         )},
+        "says": "Pairs are (x[2i], x[2i+1])",
         "loses": ["test_apply_rope", "test_apply_rope_positions"],
     },
     {
@@ -343,6 +365,7 @@ WRONG_ANSWERS = [
             "    R[:, i, i + 1] = s\n"
             "    return torch.einsum('...nd,nde->...ne', x, R)\n"
         )},
+        "says": "two operands have different dtypes",
         "loses": ["test_apply_rope", "test_apply_rope_positions"],
     },
     # ---------------------------------------------------------------- online_softmax_attention
@@ -364,6 +387,7 @@ WRONG_ANSWERS = [
             "        m = m_new\n"
             "    return acc / total[..., None]\n"
         )},
+        "says": "k.T reverses every axis of k (2, 3, 8, 4)",
         "loses": ["test_online_softmax_attention"],
     },
     {
@@ -384,6 +408,31 @@ WRONG_ANSWERS = [
             "        m = m_new\n"
             "    return acc / total[..., None]\n"
         )},
+        "says": "Is the last, shorter block included?",
+        # the memory test's 16384 keys in blocks of 48 leave a shorter last block too
+        "loses": ["test_online_softmax_attention_blocks", "test_online_softmax_attention_memory"],
+    },
+    {
+        "why": "refuses a block_size larger than n_k, which is one block holding every key",
+        "replace": {"online_softmax_attention": (
+            "def online_softmax_attention(q, k, v, block_size):\n"
+            "    n_k = k.shape[-2]\n"
+            "    m = torch.full(q.shape[:-1], float('-inf'), dtype=q.dtype)\n"
+            "    total = torch.zeros(q.shape[:-1], dtype=q.dtype)\n"
+            "    acc = torch.zeros(*q.shape[:-1], v.shape[-1], dtype=q.dtype)\n"
+            "    if block_size > n_k:\n"
+            "        raise ValueError('block_size is larger than the sequence')\n"
+            "    for start in range(0, n_k, block_size):\n"
+            "        s = q @ k[..., start:start + block_size, :].transpose(-2, -1) / math.sqrt(q.shape[-1])\n"
+            "        m_new = torch.maximum(m, s.amax(dim=-1))\n"
+            "        c = torch.exp(m - m_new)\n"
+            "        p = torch.exp(s - m_new[..., None])\n"
+            "        total = total * c + p.sum(dim=-1)\n"
+            "        acc = acc * c[..., None] + p @ v[..., start:start + block_size, :]\n"
+            "        m = m_new\n"
+            "    return acc / total[..., None]\n"
+        )},
+        "says": "raised ValueError in online_softmax_attention",
         "loses": ["test_online_softmax_attention_blocks"],
     },
     {
@@ -400,6 +449,7 @@ WRONG_ANSWERS = [
             "        acc = acc + p @ v[..., start:start + block_size, :]\n"
             "    return acc / total[..., None]\n"
         )},
+        "says": "Subtract the running max before exp",
         "loses": ["test_online_softmax_attention_stability"],
     },
     {
@@ -421,6 +471,7 @@ WRONG_ANSWERS = [
             "        m = m_new\n"
             "    return acc / total[..., None]\n"
         )},
+        "says": "Do not compute all scores at once",
         "loses": ["test_online_softmax_attention_memory"],
     },
     {
@@ -442,6 +493,7 @@ WRONG_ANSWERS = [
             "        m = m_new\n"
             "    return acc / total[..., None]\n"
         )},
+        "says": "in any library, NumPy included",
         "loses": ["test_online_softmax_attention_memory"],
     },
     {
@@ -461,6 +513,7 @@ WRONG_ANSWERS = [
             "        m = m_new\n"
             "    return acc / total[..., None]\n"
         )},
+        "says": "Rescale the running sum and output by exp(m_old - m_new)",
         "loses": ["test_online_softmax_attention", "test_online_softmax_attention_blocks",
                   "test_online_softmax_attention_stability", "test_online_softmax_attention_memory"],
     },
@@ -472,6 +525,7 @@ WRONG_ANSWERS = [
             "def online_softmax_attention(q, k, v, block_size):\n"
             "    return F.scaled_dot_product_attention(q, k, v)\n"
         )},
+        "says": "calls torch.nn.functional.scaled_dot_product_attention",
         "loses": ["test_online_softmax_attention", "test_online_softmax_attention_blocks",
                   "test_online_softmax_attention_stability", "test_online_softmax_attention_memory"],
     },
