@@ -409,8 +409,7 @@ WRONG_ANSWERS = [
             "    return acc / total[..., None]\n"
         )},
         "says": "Is the last, shorter block included?",
-        # the memory test's 16384 keys in blocks of 48 leave a shorter last block too
-        "loses": ["test_online_softmax_attention_blocks", "test_online_softmax_attention_memory"],
+        "loses": ["test_online_softmax_attention_blocks"],
     },
     {
         "why": "refuses a block_size larger than n_k, which is one block holding every key",
