@@ -30,7 +30,8 @@ from tqdm import tqdm
 
 from . import shards
 from .course import Chapter, CourseError
-from .sandbox import sweep_cgroups
+from .execute import KERNEL_SOCKET_ROOM
+from .sandbox import SOCKET_PATH_MAX, socket_folder_root, sweep_cgroups
 from .grading import (MAX_NOTEBOOK_BYTES, Result, SubmissionError, check_size, cpu_count, feedback_exporter,
                       forbidden_patterns, grade_one, max_score, prepare)
 
@@ -242,11 +243,28 @@ def _workers(chapter: Chapter):
     only imported the grader, this chapter's checks and the packages its static scan resolves names in (torch for
     most chapters: seconds to import), never run them."""
     context = multiprocessing.get_context("forkserver")
+    _short_multiprocessing_folder()
     roots = {re.match(r"[A-Za-z_]\w*", p) for p in forbidden_patterns(chapter)}  # as static._load_roots reads them
     roots = sorted({r.group(0) for r in roots if r} - {"autograder"})
     preload = ["autograder.classroom", chapter.checks_module]
     context.set_forkserver_preload(preload + [r for r in roots if _installed(r)])
     return context
+
+
+def _short_multiprocessing_folder() -> None:
+    """multiprocessing binds the forkserver's socket in a folder it makes under the temp folder (`pymp-*/listener-*`);
+    under a long TMPDIR that path passes the 107 bytes a Unix socket allows and the class can't start. Make that folder
+    where the path is short enough (multiprocessing keeps using the one it made first)."""
+    from multiprocessing import util
+
+    room = len("/pymp-12345678/listener-12345678")
+    if len(tempfile.gettempdir().encode()) + room <= SOCKET_PATH_MAX:
+        return
+    saved, tempfile.tempdir = tempfile.tempdir, socket_folder_root(room)
+    try:
+        util.get_temp_dir()
+    finally:
+        tempfile.tempdir = saved
 
 
 def _installed(name: str) -> bool:
@@ -276,8 +294,8 @@ def _run_students(chapter: Chapter, root: Path, todo: dict[str, Entry], tmp: Pat
     context = _workers(chapter)
     queue = sorted(todo)
     (tmp / "answers").mkdir(exist_ok=True)
-    # The kernels' work folders go straight into `tmp`: their Unix sockets' paths must stay under 108 bytes even
-    # when TMPDIR is a long path (a test's own temp folder, say).
+    # The kernels' work folders go straight into `tmp` (made short enough by grade_class): their Unix sockets' paths
+    # must stay under 108 bytes even when TMPDIR is a long path (a test's own temp folder, say).
     settings = dict(grading, scratch_root=str(tmp))
     workers: list[_Worker] = []
 
@@ -392,7 +410,9 @@ def grade_class(chapter: Chapter, submissions: Path, out: Path, *, jobs: int = 0
                                    error=entry.reason).to_json()
             if entry.folder:
                 _write_student(out, name, results[name], _error_page(name, chapter, entry.reason))
-    with tempfile.TemporaryDirectory(prefix="class-") as tmp:
+    # in the temp folder, or where a short path leaves room for the kernels' sockets below it (see _run_students)
+    short = socket_folder_root(len("/class-12345678") + KERNEL_SOCKET_ROOM)
+    with tempfile.TemporaryDirectory(prefix="class-", dir=short) as tmp:
         prepare(chapter, Path(tmp) / "template")
         bar = tqdm(total=len(found), desc=f"grading {chapter.name}", unit="student", disable=not progress,
                    initial=len(found) - len(todo))

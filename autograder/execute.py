@@ -42,6 +42,7 @@ from .messages import CheckFailed
 HIDDEN_BEGIN, HIDDEN_END = "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"
 PASS_MARK = "passed"
 OUTPUT_CUT = "[output cut:"
+KERNEL_SOCKET_ROOM = len("/k-12345678/conn/kernel-65535")  # a kernel's work folder and the socket names inside
 
 
 def split_hidden(source: str) -> tuple[str, str]:
@@ -122,8 +123,11 @@ class SandboxedExecute(Execute):
 
     def preprocess(self, nb, resources=None, km=None):
         self._scan = None
-        # A short path: Unix socket names are limited to 108 bytes.
-        self._workdir = Path(tempfile.mkdtemp(prefix="k-", dir=self.scratch_root or None))
+        # A short path: the kernel's sockets are bound below it, and Unix socket paths are limited to 107 bytes.
+        root = self.scratch_root
+        if not root or len(root.encode()) + KERNEL_SOCKET_ROOM > sandbox.SOCKET_PATH_MAX:
+            root = sandbox.socket_folder_root(KERNEL_SOCKET_ROOM)
+        self._workdir = Path(tempfile.mkdtemp(prefix="k-", dir=root))
         self._replay: list[str] = []
         self._kept: dict[str, int] = {}
         self._events: list[str] = []

@@ -29,6 +29,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -83,6 +84,21 @@ ETC_FILES = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "fonts", "localtime", 
 
 
 # --- in the grader ---------------------------------------------------------------------------------------------------
+SOCKET_PATH_MAX = 107  # bytes in a Unix socket's path (108 with its terminating NUL)
+
+
+def socket_folder_root(room: int) -> str:
+    """A folder to make socket folders in, leaving `room` bytes for what goes below it: the system's temp folder when
+    its path is short enough, else the first short, writable one of /tmp, /var/tmp, /dev/shm (a long TMPDIR, such as
+    a test runner's, would otherwise stop kernels and the class's forkserver from binding their sockets)."""
+    for folder in (tempfile.gettempdir(), "/tmp", "/var/tmp", "/dev/shm"):
+        if len(os.fsencode(folder)) + room <= SOCKET_PATH_MAX and os.path.isdir(folder) \
+                and os.access(folder, os.W_OK | os.X_OK):
+            return folder
+    raise OSError(f"no temp folder has a path short enough for Unix sockets (at most {SOCKET_PATH_MAX - room} "
+                  "bytes): set TMPDIR to a shorter folder")
+
+
 @functools.lru_cache(maxsize=None)
 def available() -> str | None:
     """None when bwrap can build a sandbox here; otherwise the one-line reason it can't."""

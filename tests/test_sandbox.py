@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -258,8 +259,16 @@ def _interrupt_when_a_kernel_runs(command: list[str], tmp: Path, logs: Path) -> 
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("command", ["check", "grade"])
 def test_ctrl_c_leaves_no_folder_process_or_cgroup(tmp_path, command):
-    tmp = tmp_path / "tmp"
-    tmp.mkdir()
+    # the command's TMPDIR: a short folder, so that the grader's own folders go there (under a long TMPDIR, such as
+    # tmp_path under xdist, they go to a short system folder instead, where this test would not see them)
+    tmp = Path(tempfile.mkdtemp(prefix="t-", dir="/tmp"))
+    try:
+        _ctrl_c(tmp_path, tmp, command)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _ctrl_c(tmp_path, tmp, command):
     import nbformat
 
     # a notebook still being graded when Ctrl-C comes: a cell that waits
