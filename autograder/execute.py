@@ -288,7 +288,7 @@ class SandboxedExecute(Execute):
             elif blamed:
                 # the visible test ran the learner's earlier, already-charged exercise: only the hidden section, which
                 # swaps in references, decides this cell
-                note = dependency_note(exercise, blamed)
+                note = dependency_note(exercise, blamed, self._warm_ups())
                 verdict = self._judge(grade_id, hidden)
             elif reason.startswith("NotImplementedError"):
                 verdict = f"{grade_id}: not attempted yet (the exercise still raises NotImplementedError)"
@@ -319,6 +319,14 @@ class SandboxedExecute(Execute):
         return {c.metadata["nbgrader"]["grade_id"]: c.source for c in self.nb.cells
                 if c.cell_type == "code" and c.metadata.get("nbgrader", {}).get("solution")
                 and c.metadata["nbgrader"].get("grade_id")}
+
+    def _warm_ups(self) -> set[str]:
+        """Exercises with no test cell of their own (ungraded warm-ups)."""
+        ids = self._exercise_ids()
+        tested = {exercise_of(c.metadata["nbgrader"]["grade_id"], ids) for c in self.nb.cells
+                  if c.cell_type == "code" and c.metadata.get("nbgrader", {}).get("grade")
+                  and not c.metadata["nbgrader"].get("solution")}
+        return set(ids) - tested
 
     def _failed_exercises(self) -> set[str]:
         """Exercises that have lost a test cell so far in this notebook."""
@@ -371,10 +379,11 @@ class SandboxedExecute(Execute):
     def _failed_dependencies(self, exercise, visible, frames) -> list[str]:
         """Other exercises that have already lost a test and that this failure ran: a notebook frame in their cell,
         or a name of theirs that this exercise's code or the visible test refers to (the static scan)."""
-        failed = self._failed_exercises() - {exercise}
+        used = {f.exercise for f in frames if f.exercise}
+        # a warm-up has no test of its own to fail: it counts as failed where this failure raised inside it
+        failed = (self._failed_exercises() | (used & self._warm_ups())) - {exercise}
         if not failed or not exercise:
             return []
-        used = {f.exercise for f in frames if f.exercise}
         if getattr(self, "_scan", None) is None:
             self._scan = static.Notebook.from_cells(learner_cells(self.nb, self.provided))
         used |= self._scan.exercises_used(exercise, extra_source=visible)
@@ -497,11 +506,13 @@ def exercise_of(grade_id: str, exercises) -> str | None:
     return max(matches, key=len) if matches else None
 
 
-def dependency_note(exercise: str | None, blamed: list[str]) -> str:
+def dependency_note(exercise: str | None, blamed: list[str], warm_ups=frozenset()) -> str:
     names = ", ".join(blamed)
-    which = "which" if len(blamed) == 1 else "each of which"
-    return (f"its visible test failed, but {exercise or 'this exercise'} depends on {names}, {which} failed its own "
-            f"test: fix {names} first")
+    if all(name in warm_ups for name in blamed):
+        what = "the warm-up that raised here" if len(blamed) == 1 else "warm-ups that raised here"
+    else:
+        what = "which failed its own test" if len(blamed) == 1 else "each of which failed its own test or raised here"
+    return f"its visible test failed, but {exercise or 'this exercise'} depends on {names}, {what}: fix {names} first"
 
 
 def learner_cells(nb, provided=()) -> list[static.Cell]:

@@ -26,10 +26,25 @@ def cells_of(chapter):
     return nb, solutions, tests
 
 
+def warm_ups(chapter) -> list[str]:
+    """Exercises without a test cell of their own: ungraded warm-ups (CONTRIBUTING.md), followed by a plain code cell
+    that checks them with asserts, and listed with 0 points in the title table (tests/test_exercise_tables.py)."""
+    _, solutions, tests = cells_of(chapter)
+    graded = {exercise_of(t.metadata.nbgrader.grade_id, [c.metadata.nbgrader.grade_id for c in solutions])
+              for t in tests}
+    return [c.metadata.nbgrader.grade_id for c in solutions if c.metadata.nbgrader.grade_id not in graded]
+
+
 def test_structure(chapter):
     nb, solutions, tests = cells_of(chapter)
-    exercises = [c.metadata.nbgrader.grade_id for c in solutions]
+    warm = warm_ups(chapter)
+    exercises = [c.metadata.nbgrader.grade_id for c in solutions if c.metadata.nbgrader.grade_id not in warm]
     assert len(exercises) >= 4, f"{chapter.name}: {len(exercises)} graded exercises, want at least 4"
+    for name in warm:
+        at = next(i for i, c in enumerate(nb.cells) if c.metadata.get("nbgrader", {}).get("grade_id") == name)
+        after = next((c for c in nb.cells[at + 1:] if c.cell_type == "code"), None)
+        assert after is not None and not after.metadata.get("nbgrader", {}).get("grade") and "assert" in after.source \
+            and name in after.source, f"{chapter.name}: warm-up {name} should be followed by a code cell that checks it"
     points = sum(c.metadata.nbgrader.points for c in tests)
     assert points >= 10, f"{chapter.name}: {points} points, want at least 10"
     assert nb.metadata.kernelspec.name == "python3" and "jupytext" not in nb.metadata

@@ -20,7 +20,8 @@ pytestmark = [pytest.mark.unit, pytest.mark.parametrize("chapter", CHAPTERS, ids
 DIFFICULTIES = ("easy", "medium", "hard")
 ROW = re.compile(r"^\|\s*(\d+)\s*\|(.*)\|\s*(\d+)\s*\|\s*(\d+) min\s*\|\s*(\w+)\s*\|\s*$")
 TOTAL = re.compile(r"^\|\s*\|\s*\*\*total\*\*\s*\|\s*\*\*(\d+)\*\*\s*\|\s*about ([^|]+?)\s*\|\s*\|\s*$")
-HEADING = re.compile(r"\(([\d +]+) points? · about (\d+) minutes · (easy|medium|hard)\)")
+# a warm-up (no test cell: 0 points) says so instead of its points
+HEADING = re.compile(r"\((?:([\d +]+) points?|warm-up, not graded) · about (\d+) minutes · (easy|medium|hard)\)")
 
 
 def duration(minutes):
@@ -82,7 +83,7 @@ def test_exercise_headings_state_points_time_and_difficulty(chapter):
     for line, exercises in covers.items():
         match = HEADING.search(line or "")
         assert match, f"{chapter.name}: the heading of {exercises} gives no '(N points · about M minutes · level)': {line!r}"
-        stated = sum(int(n) for n in match[1].replace("+", " ").split())
+        stated = sum(int(n) for n in (match[1] or "0").replace("+", " ").split())
         assert stated == sum(rows[e][0] for e in exercises), f"{chapter.name}: {line!r} vs the table's points"
         assert int(match[2]) == sum(rows[e][1] for e in exercises), f"{chapter.name}: {line!r} vs the table's minutes"
         if len(exercises) == 1:
