@@ -28,8 +28,7 @@ def _chapter_of(path: Path):
 
 
 def cmd_check(args) -> int:
-    from .grading import grade_one
-    from .report import CellProgress, print_table
+    from . import kernel
 
     notebook = Path(args.notebook)
     if not notebook.is_file():
@@ -37,14 +36,23 @@ def cmd_check(args) -> int:
                           "e.g. notebooks/04_attention.ipynb")
     ch = chapter(args.chapter) if args.chapter else _chapter_of(notebook)
     missing = None if args.no_sandbox else sandbox.available()
-    progress = CellProgress(ch.name)
+    sandboxed, memory = not args.no_sandbox and missing is None, args.memory_mib * 2**20
+    # The kernel boots in its own process while this one loads nbgrader: the wait a learner sees is the longer of
+    # the two, not their sum. grade_one adopts it, or stops it if the notebook can't be graded.
+    started = kernel.prestart(kernel.settings_for(ch, memory=memory, sandboxed=sandboxed))
+    progress = None
     try:
+        from .grading import grade_one
+        from .report import CellProgress, print_table
+
+        progress = CellProgress(ch.name)
         with tempfile.TemporaryDirectory(prefix="grading-") as workdir:
-            result, _ = grade_one(ch, notebook, time_limit=args.time_limit, memory=args.memory_mib * 2**20,
-                                  sandbox=not args.no_sandbox and missing is None, workdir=Path(workdir),
-                                  on_cell=progress)
+            result, _ = grade_one(ch, notebook, time_limit=args.time_limit, memory=memory, sandbox=sandboxed,
+                                  workdir=Path(workdir), on_cell=progress, kernel=started)
     finally:
-        progress.close()
+        started.discard()
+        if progress is not None:
+            progress.close()
     if missing:
         result.events.append(f"your code ran without the sandbox: {missing}")
     if args.json:

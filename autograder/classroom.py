@@ -30,10 +30,10 @@ from tqdm import tqdm
 
 from . import shards
 from .course import Chapter, CourseError
-from .execute import KERNEL_SOCKET_ROOM
+from .kernel import KERNEL_SOCKET_ROOM, forbidden_patterns
 from .sandbox import SOCKET_PATH_MAX, socket_folder_root, sweep_cgroups
 from .grading import (MAX_NOTEBOOK_BYTES, Result, SubmissionError, check_size, cpu_count, feedback_exporter,
-                      forbidden_patterns, grade_one, max_score, prepare)
+                      grade_one, max_score, prepare)
 
 ID_PUNCTUATION = "._-@"
 MAX_ID_LENGTH = 64

@@ -26,23 +26,20 @@ import tempfile
 import time
 from pathlib import Path
 
-import zmq
-from jupyter_client.manager import AsyncKernelManager
 from jupyter_core.utils import run_sync
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from nbformat.notebooknode import NotebookNode
 from nbgrader import utils as nbutils
 from nbgrader.preprocessors import Execute
-from traitlets import Bool, Callable, Dict, Integer, List, Unicode
+from traitlets import Any, Bool, Callable, Dict, Integer, List, Unicode
 
 from .env import KernelEnv, use as use_env
-from . import hints, kernel_shim, sandbox, static, tripwires
+from . import hints, kernel, kernel_shim, sandbox, static, tripwires
 from .messages import CheckFailed
 
 HIDDEN_BEGIN, HIDDEN_END = "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"
 PASS_MARK = "passed"
 OUTPUT_CUT = "[output cut:"
-KERNEL_SOCKET_ROOM = len("/k-12345678/conn/kernel-65535")  # a kernel's work folder and the socket names inside
 
 
 def split_hidden(source: str) -> tuple[str, str]:
@@ -59,50 +56,15 @@ def split_hidden(source: str) -> tuple[str, str]:
     return "\n".join(visible), "\n".join(hidden)
 
 
-class SandboxKernelManager(AsyncKernelManager):
-    """A kernel manager whose kernel starts through `sandbox.kernel_command` (bubblewrap and cgroups)."""
-
-    workdir = Unicode()
-    memory = Integer(2 * 2**30)
-    data = Dict()
-    preamble = Unicode("")
-    sandboxed = Bool(True)
-    output_cap = Integer(2 * 2**20, help="characters of a stream the kernel sends per request")
-    max_message_bytes = Integer(256 * 2**20, help="the largest message part this process reads from the kernel")
-
-    def client(self, **kwargs):
-        # zmq drops the connection (made again at once) on a larger part instead of this process reading, say, a
-        # gigabyte of stdout sent past the kernel's own output cap: lost output, as the grader's cap would lose it.
-        client = super().client(**kwargs)
-        client.context.setsockopt(zmq.MAXMSGSIZE, self.max_message_bytes)  # a default for the sockets made next
-        return client
-
-    def format_kernel_cmd(self, extra_arguments=None):
-        # A (re)start begins from nothing: whatever the previous kernel left running is killed first, and the
-        # connection folder, which the kernel could write, is emptied (a link planted there must never lead this
-        # process to write or connect elsewhere) and its file written anew.
-        sandbox.kill_cgroup(sandbox.cgroup_paths(Path(self.workdir)))
-        folder = Path(self.connection_file).parent
-        for entry in folder.iterdir():
-            if entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry, ignore_errors=True)
-            else:
-                entry.unlink(missing_ok=True)
-        self._connection_file_written = False
-        self.write_connection_file()
-        return sandbox.kernel_command(self.connection_file, workdir=Path(self.workdir), memory=self.memory,
-                                      data=self.data, preamble=self.preamble, sandbox=self.sandboxed,
-                                      output_cap=self.output_cap)
-
-
 class SandboxedExecute(Execute):
     """See the module docstring."""
 
     memory_limit = Integer(2 * 2**30, help="bytes of memory for the learner's kernel and all its children").tag(
         config=True)
     notebook_time_limit = Integer(900, help="seconds for the whole notebook; later cells are not run").tag(config=True)
-    max_output_bytes = Integer(2**20, help="output kept per cell").tag(config=True)
-    max_answer_bytes = Integer(64 * 2**20, help="bytes of grader answers kept per request").tag(config=True)
+    max_output_bytes = Integer(kernel.MAX_OUTPUT_BYTES, help="output kept per cell").tag(config=True)
+    max_answer_bytes = Integer(kernel.MAX_ANSWER_BYTES, help="bytes of grader answers kept per request").tag(
+        config=True)
     trusted_tests = Dict(help="grade_id -> test cell source, from the source notebook").tag(config=True)
     provided = List(Unicode(), help="sources of the cells the course provides (the released notebook's code cells): "
                     "the static scan never charges the learner for them").tag(config=True)
@@ -120,14 +82,14 @@ class SandboxedExecute(Execute):
                               ).tag(config=True)
     on_cell = Callable(None, allow_none=True, help="called as on_cell(index, number of cells, cell) before each cell "
                        "(a progress line)").tag(config=True)
+    prestarted = Any(None, allow_none=True, help="a kernel.Prestarted: its kernel is adopted when its settings are "
+                     "this preprocessor's, else stopped").tag(config=True)
 
     def preprocess(self, nb, resources=None, km=None):
         self._scan = None
-        # A short path: the kernel's sockets are bound below it, and Unix socket paths are limited to 107 bytes.
-        root = self.scratch_root
-        if not root or len(root.encode()) + KERNEL_SOCKET_ROOM > sandbox.SOCKET_PATH_MAX:
-            root = sandbox.socket_folder_root(KERNEL_SOCKET_ROOM)
-        self._workdir = Path(tempfile.mkdtemp(prefix="k-", dir=root))
+        self._adopted = self.prestarted.take(self._settings()) if self.prestarted is not None else None
+        self._workdir = Path(self._adopted.workdir) if self._adopted is not None else kernel.work_folder(
+            self.scratch_root)
         self._replay: list[str] = []
         self._kept: dict[str, int] = {}
         self._events: list[str] = []
@@ -146,22 +108,16 @@ class SandboxedExecute(Execute):
             shutil.rmtree(self._workdir, ignore_errors=True)
 
     # --- the kernel -------------------------------------------------------------------------------------------
+    def _settings(self) -> kernel.KernelSettings:
+        return kernel.KernelSettings(memory=self.memory_limit, data=dict(self.data), preamble=self.kernel_preamble,
+                                     sandboxed=self.sandbox, max_output_bytes=self.max_output_bytes,
+                                     max_answer_bytes=self.max_answer_bytes)
+
     def create_kernel_manager(self):
+        # a prestarted kernel is running already: nbclient then only connects its client and waits for it
         self.kernel_name = "python3"
-        conn = self._workdir / "conn"
-        conn.mkdir(mode=0o700)
-        self.km = SandboxKernelManager(config=self.config, transport="ipc")
-        self.km.ip = str(conn / "kernel")
-        self.km.connection_file = str(conn / "connection.json")
-        self.km.workdir = str(self._workdir)
-        self.km.memory = self.memory_limit
-        self.km.data = dict(self.data)
-        self.km.preamble = self.kernel_preamble
-        self.km.sandboxed = self.sandbox
-        self.km.output_cap = 2 * self.max_output_bytes
-        self.km.max_message_bytes = 2 * self.max_answer_bytes + self.max_output_bytes
+        self.km = self._adopted or kernel.manager(self._workdir, self._settings(), config=self.config)
         self._log = Path(tripwires.log_path(self.km.connection_file))
-        self._log.unlink(missing_ok=True)
         return self.km
 
     def _restart(self, why: str) -> None:

@@ -33,7 +33,8 @@ from nbgrader.preprocessors import (AssignLatePenalties, CheckCellMetadata, Igno
                                     SaveAutoGrades)
 from nbconvert.preprocessors import ClearMetadataPreprocessor
 
-from . import execute, tripwires
+from . import execute
+from .kernel import settings_for
 from .course import REPO, Chapter, CourseError, chapters, nbgrader_config
 from .release import generate, quiet_logs
 
@@ -239,41 +240,6 @@ def max_score(chapter: Chapter) -> float:
 
 
 @functools.lru_cache(maxsize=None)
-def forbidden_patterns(chapter: Chapter) -> tuple[str, ...]:
-    """Every pattern the chapter's checks forbid: the module-level `FORBID*` lists of its checks module (a check's
-    `forbid=` always names one of them; tests/test_static.py holds them to it). The kernel's tripwires arm these.
-
-    The lists are read from the module's source, not imported: importing chapter 5's checks on imports torch, a few
-    seconds that `_preload_checks` spends on a thread while the kernel runs the learner's cells instead of before
-    the kernel can start. A list built in any other way than literals, other FORBID names and `+` is refused."""
-    import ast
-    import importlib.util
-
-    origin = importlib.util.find_spec(chapter.checks_module).origin
-    lists: dict[str, list[str]] = {}
-
-    def value(node):
-        if isinstance(node, (ast.List, ast.Tuple)):
-            items = [ast.literal_eval(item) for item in node.elts]
-            if all(isinstance(item, str) for item in items):
-                return items
-        elif isinstance(node, ast.Name) and node.id in lists:
-            return lists[node.id]
-        elif isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
-            return value(node.left) + value(node.right)
-        raise ValueError(f"{origin}: a FORBID list must be built from string literals: {ast.unparse(node)}")
-
-    for node in ast.parse(Path(origin).read_text()).body:
-        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name) \
-                and node.targets[0].id.startswith("FORBID"):
-            lists[node.targets[0].id] = value(node.value)
-    found = []
-    for patterns in lists.values():
-        found += [p for p in patterns if p not in found]
-    return tuple(found)
-
-
-@functools.lru_cache(maxsize=None)
 def provided_sources(chapter: Chapter) -> tuple[str, ...]:
     """The released notebook's code cells: text the course gives every learner, never charged to one."""
     template = nbformat.read(chapter.release, as_version=4) if chapter.release.exists() else _source(chapter)
@@ -385,14 +351,15 @@ def grading_config(root: Path, chapter: Chapter, student: str, *, time_limit: in
     # Nothing is wanted from the kernel after its last cell: killing it (its whole process group) saves the second
     # or more a graceful shutdown waits for ipykernel to wind down.
     config.SandboxedExecute.shutdown_kernel = "immediate"
-    config.SandboxedExecute.memory_limit = memory
-    config.SandboxedExecute.sandbox = sandbox
-    config.SandboxedExecute.data = chapter.data
+    kernel = settings_for(chapter, memory=memory, sandboxed=sandbox)  # what kernel.prestart is given too
+    config.SandboxedExecute.memory_limit = kernel.memory
+    config.SandboxedExecute.sandbox = kernel.sandboxed
+    config.SandboxedExecute.data = kernel.data
+    config.SandboxedExecute.kernel_preamble = kernel.preamble
     config.SandboxedExecute.scratch_root = str(scratch_root or "")
     config.SandboxedExecute.trusted_tests = trusted_tests(chapter)
     config.SandboxedExecute.report_file = str(root / "sandbox-report.json")
     config.SandboxedExecute.restart_timeout = max(20, 2 * time_limit)
-    config.SandboxedExecute.kernel_preamble = tripwires.preamble(forbidden_patterns(chapter))
     config.SandboxedExecute.provided = list(provided_sources(chapter))
     config.SandboxedExecute.on_cell = on_cell
     return config
@@ -401,11 +368,23 @@ def grading_config(root: Path, chapter: Chapter, student: str, *, time_limit: in
 def grade_one(chapter: Chapter, notebook: Path, *, template: Path | None = None, workdir: Path | None = None,
               student: str = STUDENT, time_limit: int = 30, memory: int = 2 * 2**30, sandbox: bool = True,
               feedback: bool = False, data: bytes | None = None, scratch_root: Path | None = None,
-              on_cell=None) -> tuple[Result, Path]:
+              on_cell=None, kernel=None) -> tuple[Result, Path]:
     """Grade one submission; return its result and the folder it was graded in (feedback under `feedback/`).
 
     `data`: the notebook's bytes, already read by the caller (then `notebook` only names it);
-    `on_cell(index, number of cells, cell)` is called before each cell runs."""
+    `on_cell(index, number of cells, cell)` is called before each cell runs; `kernel`: a kernel.Prestarted for this
+    grading, adopted by the executor (stopped here if it never was)."""
+    try:
+        return _grade_one(chapter, notebook, template=template, workdir=workdir, student=student,
+                          time_limit=time_limit, memory=memory, sandbox=sandbox, feedback=feedback, data=data,
+                          scratch_root=scratch_root, on_cell=on_cell, kernel=kernel)
+    finally:
+        if kernel is not None:
+            kernel.discard()  # a kernel never adopted (a notebook that can't be read): stopped
+
+
+def _grade_one(chapter, notebook, *, template, workdir, student, time_limit, memory, sandbox, feedback, data,
+               scratch_root, on_cell, kernel):
     result = Result(notebook=str(notebook), chapter=chapter.name, max_score=max_score(chapter))
     nb = read_submission(notebook, chapter, data)  # SubmissionError goes to the caller
     workdir = Path(workdir or tempfile.mkdtemp(prefix="grading-"))
@@ -419,6 +398,7 @@ def grade_one(chapter: Chapter, notebook: Path, *, template: Path | None = None,
     nbformat.write(nb, submitted / f"{chapter.name}.ipynb")
     config = grading_config(root, chapter, student, time_limit=time_limit, memory=memory, sandbox=sandbox,
                             scratch_root=scratch_root, on_cell=on_cell)
+    config.SandboxedExecute.prestarted = kernel
     coursedir = CourseDirectory(config=config)
     _preload_checks(chapter)
     try:

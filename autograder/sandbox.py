@@ -174,7 +174,11 @@ def kernel_command(connection_file: str, *, workdir: Path, memory: int, data: di
     characters a stream keeps per request in the kernel (64 times that stops the cell)."""
     workdir = Path(workdir)
     launch = KERNEL_LAUNCH.replace("OUTPUT_CAP", str(int(output_cap))).replace("OUTPUT_STOP", str(64 * int(output_cap)))
-    python = [sys.executable, "-c", preamble + "\n" + launch, "-f", connection_file]
+    # ipykernel's own compiler names each cell after a pure-Python hash of its text, for its debugger (never used
+    # here): a millisecond per grader request (a 11 KB cell). IPython's compiler names it by sha1; tracebacks still
+    # say "Cell In[N]".
+    python = [sys.executable, "-c", preamble + "\n" + launch, "-f", connection_file,
+              "--IPythonKernel.compiler_class=IPython.core.compilerop.CachingCompiler"]
     outer = [sys.executable, "-S", __file__, "--workdir", str(workdir), "--memory", str(memory),
              "--owner", str(os.getpid())]
     if not sandbox:  # no tmpfs to give it: a home folder on disk, in the work folder removed after grading

@@ -107,7 +107,7 @@ def kernel_start(sandboxed: bool, runs: int = 5) -> float:
     import statistics
 
     from autograder import sandbox
-    from autograder.execute import SandboxKernelManager
+    from autograder.kernel import SandboxKernelManager
 
     async def once() -> float:
         workdir = Path(tempfile.mkdtemp(prefix="k-"))

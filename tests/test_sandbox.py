@@ -1,6 +1,6 @@
 """The sandbox itself, probed from inside a real kernel started exactly as grading starts it (seconds each).
 
-Each test starts a kernel through `SandboxKernelManager` (bubblewrap + cgroups), runs a probe in it, and checks
+Each test starts a kernel through `kernel.manager` (bubblewrap + cgroups), runs a probe in it, and checks
 from outside what the probe could see or do.
 """
 from __future__ import annotations
@@ -23,7 +23,7 @@ import pytest
 
 from autograder import sandbox
 from autograder.course import REPO
-from autograder.execute import SandboxKernelManager
+from autograder.kernel import KernelSettings, manager
 
 pytestmark = [pytest.mark.timeout(120),
               pytest.mark.skipif(sandbox.available() is not None, reason=f"no sandbox here: {sandbox.available()}")]
@@ -32,11 +32,7 @@ pytestmark = [pytest.mark.timeout(120),
 @asynccontextmanager
 async def kernel(memory=2 * 2**30, data=None):
     workdir = Path(tempfile.mkdtemp(prefix="k-"))
-    conn = workdir / "conn"
-    conn.mkdir()
-    km = SandboxKernelManager(transport="ipc")
-    km.ip, km.connection_file = str(conn / "kernel"), str(conn / "connection.json")
-    km.workdir, km.memory, km.data = str(workdir), memory, data or {}
+    km = manager(workdir, KernelSettings(memory=memory, data=data or {}, preamble="", sandboxed=True))
     await km.start_kernel()
     kc = km.client()
     kc.start_channels()
