@@ -39,7 +39,10 @@ def cmd_check(args) -> int:
     sandboxed, memory = not args.no_sandbox and missing is None, args.memory_mib * 2**20
     # The kernel boots in its own process while this one loads nbgrader: the wait a learner sees is the longer of
     # the two, not their sum. grade_one adopts it, or stops it if the notebook can't be graded.
-    started = kernel.prestart(kernel.settings_for(ch, memory=memory, sandboxed=sandboxed))
+    try:
+        started = kernel.prestart(kernel.settings_for(ch, memory=memory, sandboxed=sandboxed))
+    except Exception:  # the executor starts its own and reports what goes wrong, as for any kernel that won't start
+        started = None
     progress = None
     try:
         from .grading import grade_one
@@ -50,7 +53,8 @@ def cmd_check(args) -> int:
             result, _ = grade_one(ch, notebook, time_limit=args.time_limit, memory=memory, sandbox=sandboxed,
                                   workdir=Path(workdir), on_cell=progress, kernel=started)
     finally:
-        started.discard()
+        if started is not None:
+            started.discard()
         if progress is not None:
             progress.close()
     if missing:
