@@ -103,8 +103,8 @@ def transpose_of_batch(ename, evalue, frame: Frame, **_) -> str | None:
     for name in re.findall(r"\b(\w+)(?:\[[^\]]*\])?\.T\b", frame.code):  # K.T, or a slice of K: K[..., a:b, :].T
         shape = frame.shapes.get(name)
         if shape is not None and len(shape) >= 3:
-            return (f"{name}.T reverses every axis of {name} {_shape(shape)}, batch axes too; swap only the last two "
-                    f"(np.swapaxes({name}, -1, -2), or {name}.transpose(-2, -1) in torch).")
+            return (f"{name}.T reverses every axis of {name} {_shape(shape)}, batch axes too; only the last two "
+                    f"should trade places (NumPy and torch each have a function that swaps two chosen axes).")
     return None
 
 

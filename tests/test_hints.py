@@ -98,8 +98,8 @@ def test_K_T_on_a_batch_numpy():
     line = hints.describe("attention_scores", ename, evalue, frames)
     assert line.startswith("attention_scores: the visible test raised ValueError in attention_scores_K_T, at "
                            "`return Q @ K.T / np.sqrt(Q.shape[-1])` with Q (2, 3, 4, 8), K (2, 3, 5, 8): matmul")
-    assert line.endswith("K.T reverses every axis of K (2, 3, 5, 8), batch axes too; swap only the last two "
-                         "(np.swapaxes(K, -1, -2), or K.transpose(-2, -1) in torch).")
+    assert line.endswith("K.T reverses every axis of K (2, 3, 5, 8), batch axes too; only the last two should "
+                         "trade places (NumPy and torch each have a function that swaps two chosen axes).")
 
 
 def test_K_T_on_a_batch_torch():
@@ -299,8 +299,8 @@ def test_a_hidden_call_that_raises_gets_the_hint():
     message = str(raised.value)
     assert message.startswith("attention_scores: raised ValueError: matmul")
     assert "(line 2 of your cell) for Q (2, 4, 8)." in message
-    assert message.endswith("K.T reverses every axis of K (2, 5, 8), batch axes too; swap only the last two "
-                            "(np.swapaxes(K, -1, -2), or K.transpose(-2, -1) in torch).")
+    assert message.endswith("K.T reverses every axis of K (2, 5, 8), batch axes too; only the last two should "
+                            "trade places (NumPy and torch each have a function that swaps two chosen axes).")
     # an error no rule recognises keeps its plain line
     namespace = _learner_namespace("def attention_scores(Q, K):\n    return {}['x']\n", "<cell-8>")
     with pytest.raises(CheckFailed) as raised:
