@@ -440,7 +440,8 @@ def test_GPTLike():
         hint = _hint_of(got, [(ref(final_ln=False), "Apply the final LayerNorm ln_f before the unembedding."),
                               (ref(positions=False), "Add the position embeddings pos_emb(arange(n)) to the token "
                                                      "embeddings.")],
-                        "logits = unembed(ln_f(blocks(tok_emb(ids) + pos_emb(positions)))).")
+                        "Follow the three steps in order: token plus position embeddings, every block with the "
+                        "causal mask, then the final LayerNorm and the unembedding.")
         expect_close("GPTLike", got, ref(), atol=1e-4, rtol=1e-4, case=case, what="logits", hint=hint)
 
 
