@@ -1,5 +1,5 @@
-"""Hidden tests for chapter 7, `07_training`: batches, the next-token loss, the learning-rate schedule, sampling, and
-the chat prompt. Nothing here trains a model.
+"""Hidden tests for chapter 7, `07_training`: batches, the next-token loss, the learning-rate schedule, one training
+step, and sampling (the chat prompt is an ungraded warm-up). Nothing here trains a model beyond a few steps.
 
 A function that takes a `torch.Generator` is called through `env().run`: a generator is not plain data, so the snippet
 builds it from a seed on the learner's side.
@@ -10,14 +10,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-# The course's own training code is the reference where a check asks for the same thing (the schedule, the prompt
-# template); the loss and the samplers keep references of their own (torch's cross-entropy, exact softmax
-# probabilities, transformers' top-p), independent of the notebook's solutions.
-from gpt.sample import chat_prompt
-from gpt.train import lr_at
+# The course's own training code is the reference where a check asks for the same thing (the schedule, the optimizer
+# step); the loss and the samplers keep references of their own (torch's cross-entropy, exact softmax probabilities,
+# transformers' top-p), independent of the notebook's solutions.
+from gpt.train import lr_at, optimizer_step
 
 from .references import randn
-from . import CheckFailed, env, expect, expect_close, expect_equal, expect_shape, expect_type, rng
+from . import CheckFailed, env, expect, expect_close, expect_shape, expect_type, rng
 
 # The loss exercise builds cross-entropy from logits: the library's cross-entropy / NLL earn nothing.
 FORBID_LOSS = [
@@ -97,7 +96,7 @@ def test_get_batch_windows():
            f"starts {seen}. Each window needs block_size + 1 tokens (its inputs and the target after them): which "
            "starts does your draw allow, given that a random integer draw excludes its upper bound?")
     _generator_decides("get_batch", lambda seed, case: _batch(torch.arange(5000), 8, 16, seed, case)[0],
-                       _case(5000, 8, 16), "Pass the generator to torch.randint(..., generator=generator).")
+                       _case(5000, 8, 16), "Draw the starts with the generator passed in, not torch's global one.")
 
 
 # ------------------------------------------------------------------------------------------------- next_token_loss
@@ -158,6 +157,11 @@ def test_next_token_loss_grad():
 
 
 # ----------------------------------------------------------------------------------------------------------- lr_at
+def _linear(it, max_lr, warmup, max_iters, min_lr):
+    """The mistake of a straight-line decay, to name it."""
+    return max_lr - (it - warmup) / (max_iters - warmup) * (max_lr - min_lr) if warmup <= it < max_iters else None
+
+
 def _expect_schedule(configs, steps, hint):
     """lr_at at each of `steps(warmup, max_iters)` against `gpt.train.lr_at`, to 1e-6 relative."""
     for max_lr, warmup, max_iters, min_lr in configs:
@@ -168,7 +172,9 @@ def _expect_schedule(configs, steps, hint):
                 got = float(got)
             except (TypeError, ValueError):
                 raise CheckFailed(f"lr_at: expected a number for {case}; got {type(got).__name__}.") from None
-            want = lr_at(it, max_lr, warmup, max_iters, min_lr)
+            want, line = lr_at(it, max_lr, warmup, max_iters, min_lr), _linear(it, max_lr, warmup, max_iters, min_lr)
+            if line is not None and abs(got - line) <= 1e-9 + 1e-6 * line and abs(line - want) > 1e-6 * want:
+                hint = "That is a straight line from max_lr to min_lr; the decay follows half a period of a cosine."
             expect(abs(got - want) <= 1e-9 + 1e-6 * want, f"lr_at: expected {want:.6g} for {case}; got {got:.6g}. {hint}")
 
 
@@ -176,15 +182,106 @@ def test_lr_at_warmup():
     """Linear warm-up: max_lr · (it + 1) / warmup for it < warmup."""
     _expect_schedule([(1e-3, 100, 2000, 1e-4), (6e-4, 10, 50, 0.0), (3e-3, 7, 100, 3e-4)],
                      lambda w, T: sorted({0, 1, w // 2, w - 1}),
-                     "During warm-up: warm-up is max_lr · (it + 1) / warmup, so the first step already moves.")
+                     "The warm-up is linear in it, already positive at it = 0, and reaches max_lr at it = warmup − 1.")
 
 
 def test_lr_at_cosine():
     """Cosine decay from max_lr at it = warmup to min_lr at it = max_iters, then min_lr."""
     _expect_schedule([(1e-3, 100, 2000, 1e-4), (6e-4, 10, 50, 0.0), (2e-3, 0, 300, 2e-4)],
                      lambda w, T: [w + (T - w) * q // 4 for q in range(4)] + [T - 1, T, T + 17],
-                     "After warm-up, lr = min_lr + ½(1 + cos(π·progress))·(max_lr − min_lr), progress = "
-                     "(it − warmup)/(max_iters − warmup); min_lr from max_iters on.")
+                     "The decay runs from max_lr at it = warmup through (max_lr + min_lr)/2 half-way to min_lr at "
+                     "it = max_iters, along half a cosine; min_lr from max_iters on.")
+
+
+# ------------------------------------------------------------------------------------------------------ train_step
+# The learner's step runs on a small embedding + linear model built from the same weights on both sides, with torch's
+# cross-entropy as the loss (so that a slip in next_token_loss costs nothing here); the reference sets the rate, takes
+# the gradient and calls gpt's `optimizer_step` (clip, step, clear). Variants that leave one of those out name the
+# learner's mistake when its weights match one of them.
+STEP = """
+import torch
+model = torch.nn.Sequential(torch.nn.Embedding(*weights[0].shape), torch.nn.Linear(*weights[1].shape[::-1]))
+with torch.no_grad():
+    for p, w in zip(model.parameters(), weights):
+        p.copy_(w)
+optimizer = (torch.optim.SGD if sgd else torch.optim.AdamW)(model.parameters(), lr=initial_lr)
+loss_fn = lambda z, t: torch.nn.functional.cross_entropy(z.flatten(0, 1), t.flatten())
+losses = [train_step(model, optimizer, x, y, lr, loss_fn, max_norm) for x, y, lr in zip(xs, ys, lrs)]
+floats = all(isinstance(loss, float) for loss in losses)
+losses = torch.tensor([float(loss) for loss in losses], dtype=torch.float64)
+weights = torch.cat([p.detach().flatten() for p in model.parameters()])
+"""
+
+
+def _step_case(seed, lrs, sgd, max_norm, vocab=7, d=4, batch=3, n=6):
+    r = rng(seed)
+    weights = [randn(seed, vocab, d, dtype="float32"), randn(seed + 1, vocab, d, dtype="float32", scale=0.5),
+               randn(seed + 2, vocab, dtype="float32", scale=0.1)]
+    xs, ys = (torch.from_numpy(r.integers(0, vocab, size=(len(lrs), batch, n))) for _ in range(2))
+    case = (f"{len(lrs)} step(s) of {'SGD' if sgd else 'AdamW'} on an embedding + linear model, lr={list(lrs)}, "
+            f"max_norm={max_norm:g}, the optimizer created with lr=0.25")
+    return dict(weights=weights, xs=xs, ys=ys, lrs=list(lrs), sgd=sgd, initial_lr=0.25, max_norm=max_norm), case
+
+
+def _reference_step(inputs, leave_out=""):
+    """(losses, weights) after the steps; `leave_out`: 'rate', 'clearing' or 'clipping', to reproduce a mistake."""
+    model = torch.nn.Sequential(torch.nn.Embedding(*inputs["weights"][0].shape),
+                                torch.nn.Linear(*inputs["weights"][1].shape[::-1]))
+    with torch.no_grad():
+        for p, w in zip(model.parameters(), inputs["weights"]):
+            p.copy_(w)
+    optimizer = (torch.optim.SGD if inputs["sgd"] else torch.optim.AdamW)(model.parameters(), lr=inputs["initial_lr"])
+    losses = []
+    for x, y, lr in zip(inputs["xs"], inputs["ys"], inputs["lrs"]):
+        for group in optimizer.param_groups:
+            group["lr"] = inputs["initial_lr"] if leave_out == "rate" else lr
+        loss = F.cross_entropy(model(x).flatten(0, 1), y.flatten())
+        loss.backward()
+        losses.append(loss.item())
+        if leave_out == "clearing":
+            torch.nn.utils.clip_grad_norm_(model.parameters(), inputs["max_norm"])
+            optimizer.step()
+        else:
+            optimizer_step(model, optimizer, 0 if leave_out == "clipping" else inputs["max_norm"])
+    return torch.tensor(losses, dtype=torch.float64), torch.cat([p.detach().flatten() for p in model.parameters()])
+
+
+def _train_step(inputs, case):
+    return env().run("train_step", STEP, inputs=inputs, outputs=["floats", "losses", "weights"], case=case)
+
+
+def test_train_step_loss():
+    """The step returns the loss of its batch before the update, as a Python float (one step from known weights)."""
+    for seed, lr, sgd in [(101, 0.5, True), (102, 0.05, False), (103, 2.0, True)]:
+        inputs, case = _step_case(seed, [lr], sgd, max_norm=1.0)
+        got = _train_step(inputs, case)
+        expect(got["floats"] is True, f"train_step: expected the loss as a Python float for {case}; got another "
+                                      "type. The training history keeps plain numbers, not tensors.")
+        expect_close("train_step", got["losses"], _reference_step(inputs)[0], atol=1e-5, rtol=1e-5, case=case,
+                     what="returned loss", hint="Return the loss of the batch before the update, the one the "
+                                                "gradient was computed from.")
+
+
+def test_train_step_update():
+    """After a few steps (SGD and AdamW, a clipping max_norm, a rate unlike the optimizer's own), the weights are the
+    reference's."""
+    for seed, lrs, sgd, max_norm in [(111, (0.5, 0.3, 0.1), True, 0.5), (112, (0.02, 0.01, 0.005), False, 0.05),
+                                     (113, (1.0, 0.5), True, 100.0)]:
+        inputs, case = _step_case(seed, lrs, sgd, max_norm)
+        got = _train_step(inputs, case)["weights"]
+        hint = "Each step: this batch's gradient alone, clipped to max_norm, applied at lr."
+        for leave_out, diagnosis in [
+                ("clearing", "They moved as if the gradients of earlier batches were still in .grad: backward() adds "
+                             "to what is there."),
+                ("rate", "They moved at the optimizer's own rate: every parameter group must get lr before the step."),
+                ("clipping", "They moved by the unclipped gradient: clip it once it is computed, before the optimizer "
+                             "uses it.")]:
+            other = _reference_step(inputs, leave_out)[1]
+            if got.shape == other.shape and torch.allclose(got.double(), other.double(), atol=1e-5, rtol=1e-5):
+                hint = diagnosis
+                break
+        expect_close("train_step", got, _reference_step(inputs)[1], atol=1e-6, rtol=1e-5, case=case,
+                     what="weights after the steps", hint=hint)
 
 
 # ------------------------------------------------------------------------------------------------------ sample_next
@@ -230,7 +327,7 @@ def test_sample_next_frequencies():
                          "Sample from softmax(logits) with torch.multinomial (not argmax).")
     logits = randn(53, (200, 10), dtype="float32")
     _generator_decides("sample_next", lambda seed, case: _sample(logits, 1.0, None, seed, case),
-                       "logits of shape (200, 10)", "Pass the generator to torch.multinomial(..., generator=generator).")
+                       "logits of shape (200, 10)", "Draw with the generator passed in, not torch's global one.")
 
 
 def test_sample_next_temperature():
@@ -377,40 +474,3 @@ def test_top_p_probs_renormalised():
         tol = dict(atol=1e-6, rtol=1e-5) if dtype == torch.float32 else dict(atol=1e-12, rtol=1e-10)
         expect_close("top_p_probs", got.double(), want / want.sum(-1, keepdim=True), case=case, what="probabilities",
                      hint=hint, **tol)
-
-
-# ----------------------------------------------------------------------------------------------------- chat_prompt
-def _expect_prompt(messages, case, hint, **kwargs):
-    got, want = env().call("chat_prompt", messages, case=case, **kwargs), chat_prompt(messages, **kwargs)
-    expect_type("chat_prompt", got, str, case)
-    if got != want:
-        at = next((i for i, (a, b) in enumerate(zip(got, want)) if a != b), min(len(got), len(want)))
-        raise CheckFailed(
-            f"chat_prompt: the prompt differs from the template at character {at} for {case}: expected "
-            f"{want[max(0, at - 15):at + 15]!r}, got {got[max(0, at - 15):at + 15]!r}. {hint}")
-
-
-def test_chat_prompt_format():
-    """The default template: the Korean opening line, `사용자:` / `AI:` turns, and the cue `AI:` at the end."""
-    for i, messages in enumerate([[{"role": "user", "content": "배가 아파요. 어떻게 하죠?"}], [], [
-            {"role": "user", "content": "  Who is Hamlet?\n"}, {"role": "assistant", "content": "The prince of Denmark."},
-            {"role": "user", "content": "And his father?"}]]):
-        _expect_prompt(messages, f"conversation {i + 1} ({len(messages)} messages, default names)",
-                       "System line, blank line, then 'NAME:' / content / blank line per turn, ending with 'AI:\\n'.")
-
-
-def test_chat_prompt_names():
-    """The system line and both speaker names are parameters; an unknown role is an error (ValueError)."""
-    messages = [{"role": "user", "content": "What news from Rome?"},
-                {"role": "assistant", "content": "The people are up in arms."},
-                {"role": "user", "content": "Why?"}]
-    _expect_prompt(messages, "3 messages, user='USER', assistant='COUNSELLOR', an English system line",
-                   "Use the system, user and assistant arguments.", user="USER", assistant="COUNSELLOR",
-                   system="A conversation between a USER and a wise COUNSELLOR.")
-    code = ("try:\n    chat_prompt(messages)\n    raised = 'nothing'\nexcept Exception as error:\n"
-            "    raised = 'ValueError' if isinstance(error, ValueError) else type(error).__name__\n")
-    bad = [{"role": "user", "content": "hi"}, {"role": "narrator", "content": "Exit, pursued by a bear."}]
-    case = "a message with role 'narrator'"
-    raised = env().run("chat_prompt", code, inputs={"messages": bad}, outputs=["raised"], case=case)["raised"]
-    expect_equal("chat_prompt", raised, "ValueError", case=case, what="exception",
-                 hint="Raise ValueError for a role other than 'user' or 'assistant'.")
