@@ -198,14 +198,15 @@ def test_lr_at_cosine():
 # cross-entropy as the loss (so that a slip in next_token_loss costs nothing here); the reference sets the rate, takes
 # the gradient and calls gpt's `optimizer_step` (clip, step, clear). Variants that leave one of those out name the
 # learner's mistake when its weights match one of them.
-STEP = """
+BUILD = """
 import torch
 model = torch.nn.Sequential(torch.nn.Embedding(*weights[0].shape), torch.nn.Linear(*weights[1].shape[::-1]))
 with torch.no_grad():
     for p, w in zip(model.parameters(), weights):
         p.copy_(w)
 optimizer = (torch.optim.SGD if sgd else torch.optim.AdamW)(model.parameters(), lr=initial_lr)
-loss_fn = lambda z, t: torch.nn.functional.cross_entropy(z.flatten(0, 1), t.flatten())
+"""
+STEP = BUILD + """loss_fn = lambda z, t: torch.nn.functional.cross_entropy(z.flatten(0, 1), t.flatten())
 losses = [train_step(model, optimizer, x, y, lr, loss_fn, max_norm) for x, y, lr in zip(xs, ys, lrs)]
 floats = all(isinstance(loss, float) for loss in losses)
 losses = torch.tensor([float(loss) for loss in losses], dtype=torch.float64)
@@ -225,12 +226,9 @@ def _step_case(seed, lrs, sgd, max_norm, vocab=7, d=4, batch=3, n=6):
 
 def _reference_step(inputs, leave_out=""):
     """(losses, weights) after the steps; `leave_out`: 'rate', 'clearing' or 'clipping', to reproduce a mistake."""
-    model = torch.nn.Sequential(torch.nn.Embedding(*inputs["weights"][0].shape),
-                                torch.nn.Linear(*inputs["weights"][1].shape[::-1]))
-    with torch.no_grad():
-        for p, w in zip(model.parameters(), inputs["weights"]):
-            p.copy_(w)
-    optimizer = (torch.optim.SGD if inputs["sgd"] else torch.optim.AdamW)(model.parameters(), lr=inputs["initial_lr"])
+    built = dict(inputs)
+    exec(BUILD, built)      # the same model and optimizer as the learner's side, from the same source
+    model, optimizer = built["model"], built["optimizer"]
     losses = []
     for x, y, lr in zip(inputs["xs"], inputs["ys"], inputs["lrs"]):
         for group in optimizer.param_groups:

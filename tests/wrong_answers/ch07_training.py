@@ -1,5 +1,11 @@
 """Plausible wrong answers for chapter 7 (`07_training`) and exactly which test cells each must lose."""
 
+
+def _edit(source, old, new):
+    assert old in source, old
+    return source.replace(old, new)
+
+
 GET_BATCH_NO_SHIFT = '''
 def get_batch(data, block_size, batch_size, generator=None):
     starts = torch.randint(len(data) - block_size, (batch_size,), generator=generator)
@@ -45,71 +51,34 @@ def next_token_loss(logits, targets):
     return F.cross_entropy(logits.flatten(0, 1), targets.flatten())
 '''
 
-LR_FROM_ZERO = '''
+LR = '''
 def lr_at(it, max_lr, warmup, max_iters, min_lr):
     if it < warmup:
-        return max_lr * it / warmup                                       # step 0 has learning rate 0
+        return max_lr * (it + 1) / warmup
     if it >= max_iters:
         return min_lr
     progress = (it - warmup) / (max_iters - warmup)
     return min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (max_lr - min_lr)
 '''
+LR_FROM_ZERO = _edit(LR, "max_lr * (it + 1) / warmup", "max_lr * it / warmup")      # step 0 has learning rate 0
+LR_TO_ZERO = _edit(LR, "min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (max_lr - min_lr)",
+                   "0.5 * (1.0 + math.cos(math.pi * progress)) * max_lr")           # decays to 0, not to min_lr
+LR_LINEAR = _edit(LR, "min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (max_lr - min_lr)",
+                  "max_lr - progress * (max_lr - min_lr)")                          # linear, not cosine
 
-LR_TO_ZERO = '''
-def lr_at(it, max_lr, warmup, max_iters, min_lr):
-    if it < warmup:
-        return max_lr * (it + 1) / warmup
-    if it >= max_iters:
-        return min_lr
-    progress = (it - warmup) / (max_iters - warmup)
-    return 0.5 * (1.0 + math.cos(math.pi * progress)) * max_lr            # decays to 0, not to min_lr
-'''
-
-LR_LINEAR = '''
-def lr_at(it, max_lr, warmup, max_iters, min_lr):
-    if it < warmup:
-        return max_lr * (it + 1) / warmup
-    if it >= max_iters:
-        return min_lr
-    progress = (it - warmup) / (max_iters - warmup)
-    return max_lr - progress * (max_lr - min_lr)                          # linear, not cosine
-'''
-
-SAMPLE_GLOBAL_RNG = '''
+SAMPLE = '''
 def sample_next(logits, temperature=1.0, top_k=None, generator=None):
     logits = logits / temperature
     if top_k is not None:
         kth = torch.topk(logits, min(top_k, logits.size(-1)), dim=-1).values[:, -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
-    return torch.multinomial(torch.softmax(logits, dim=-1), 1)            # ignores the generator
-'''
-
-SAMPLE_TIMES_T = '''
-def sample_next(logits, temperature=1.0, top_k=None, generator=None):
-    logits = logits * temperature                                         # multiplies instead of dividing
-    if top_k is not None:
-        kth = torch.topk(logits, min(top_k, logits.size(-1)), dim=-1).values[:, -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
     return torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator)
 '''
-
-SAMPLE_MASK_ZERO = '''
-def sample_next(logits, temperature=1.0, top_k=None, generator=None):
-    logits = logits / temperature
-    if top_k is not None:
-        kth = torch.topk(logits, min(top_k, logits.size(-1)), dim=-1).values[:, -1:]
-        logits = logits.masked_fill(logits < kth, 0.0)                    # 0 is not "impossible"
-    return torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator)
-'''
-
-SAMPLE_BATCH_KTH = '''
-def sample_next(logits, temperature=1.0, top_k=None, generator=None):
-    logits = logits / temperature
-    if top_k is not None:
-        kth = torch.topk(logits.flatten(), top_k).values[-1]               # one threshold for the whole batch
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    return torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator)
-'''
+SAMPLE_GLOBAL_RNG = _edit(SAMPLE, ", 1, generator=generator)", ", 1)")               # ignores the generator
+SAMPLE_TIMES_T = _edit(SAMPLE, "logits / temperature", "logits * temperature")      # multiplies instead of dividing
+SAMPLE_MASK_ZERO = _edit(SAMPLE, 'logits < kth, float("-inf")', "logits < kth, 0.0")   # 0 is not "impossible"
+SAMPLE_BATCH_KTH = _edit(SAMPLE, "torch.topk(logits, min(top_k, logits.size(-1)), dim=-1).values[:, -1:]",
+                         "torch.topk(logits.flatten(), top_k).values[-1]")          # one threshold for the batch
 
 CHAT_NO_CUE = '''
 SYSTEM_KO = "아래는 사용자와 유능하고 매우 지능적인 AI 조수의 대화이다."
@@ -188,11 +157,6 @@ def top_p_probs(logits, p):
     kept = torch.where(probs >= smallest, probs, torch.zeros_like(probs))
     return kept / kept.sum(dim=-1, keepdim=True)
 '''
-
-
-def _edit(source, old, new):
-    assert old in source, old
-    return source.replace(old, new)
 
 
 WRONG_ANSWERS += [
