@@ -140,7 +140,8 @@ def test_next_token_loss_stability():
 
 def test_next_token_loss_grad():
     """autograd can differentiate it: the gradient points along softmax(logits) − one_hot(targets)."""
-    code = "logits = logits.clone().requires_grad_(True)\nnext_token_loss(logits, targets).backward()\ngrad = logits.grad\n"
+    code = "logits = logits.clone().requires_grad_(True)\nnext_token_loss(logits, targets).backward()\n" \
+        "grad = logits.grad\n"
     for seed, shape in [(41, (2, 3, 7)), (42, (3, 5, 13))]:
         logits, targets, case = _loss_inputs(seed, shape)
         grad = env().run("next_token_loss", code, inputs={"logits": logits, "targets": targets}, outputs=["grad"],
@@ -157,13 +158,9 @@ def test_next_token_loss_grad():
 
 
 # ----------------------------------------------------------------------------------------------------------- lr_at
-def _linear(it, max_lr, warmup, max_iters, min_lr):
-    """The mistake of a straight-line decay, to name it."""
-    return max_lr - (it - warmup) / (max_iters - warmup) * (max_lr - min_lr) if warmup <= it < max_iters else None
-
-
 def _expect_schedule(configs, steps, hint):
-    """lr_at at each of `steps(warmup, max_iters)` against `gpt.train.lr_at`, to 1e-6 relative."""
+    """lr_at at each of `steps(warmup, max_iters)` against `gpt.train.lr_at`, to 1e-6 relative; a straight-line decay
+    is named."""
     for max_lr, warmup, max_iters, min_lr in configs:
         for it in steps(warmup, max_iters):
             case = f"it={it}, max_lr={max_lr:g}, warmup={warmup}, max_iters={max_iters}, min_lr={min_lr:g}"
@@ -172,10 +169,12 @@ def _expect_schedule(configs, steps, hint):
                 got = float(got)
             except (TypeError, ValueError):
                 raise CheckFailed(f"lr_at: expected a number for {case}; got {type(got).__name__}.") from None
-            want, line = lr_at(it, max_lr, warmup, max_iters, min_lr), _linear(it, max_lr, warmup, max_iters, min_lr)
-            if line is not None and abs(got - line) <= 1e-9 + 1e-6 * line and abs(line - want) > 1e-6 * want:
-                hint = "That is a straight line from max_lr to min_lr; the decay follows half a period of a cosine."
-            expect(abs(got - want) <= 1e-9 + 1e-6 * want, f"lr_at: expected {want:.6g} for {case}; got {got:.6g}. {hint}")
+            want = lr_at(it, max_lr, warmup, max_iters, min_lr)
+            line = max_lr - (it - warmup) / max(max_iters - warmup, 1) * (max_lr - min_lr)
+            straight = warmup <= it < max_iters and abs(got - line) <= 1e-9 + 1e-6 * line < abs(line - want)
+            expect(abs(got - want) <= 1e-9 + 1e-6 * want, f"lr_at: expected {want:.6g} for {case}; got {got:.6g}. " + (
+                "That is a straight line from max_lr to min_lr; the decay follows half a period of a cosine."
+                if straight else hint))
 
 
 def test_lr_at_warmup():
