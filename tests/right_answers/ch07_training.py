@@ -1,7 +1,7 @@
 """Correct answers for chapter 7 (`07_training`) written apart from the solution, in other idioms: each set replaces
-every exercise. "a": stacked slices, F.log_softmax (a piece, not the forbidden cross_entropy), a sort-and-scatter
-top-k, f-strings; "b": Tensor.unfold windows, a one-hot loss with a hand-written log-sum-exp, per-row loops in
-Python, "".join. Each set must get full marks (tests/test_chapters.py)."""
+every exercise. "a": stacked slices, F.log_softmax (a piece, not the forbidden cross_entropy), the rate set after
+backward, a sort-and-scatter top-k, f-strings; "b": Tensor.unfold windows, a one-hot loss with a hand-written
+log-sum-exp, clipping written out, per-row loops in Python, "".join. Each set must get full marks (tests/test_chapters.py)."""
 
 RIGHT_ANSWERS = {
     "a": {
@@ -26,6 +26,17 @@ RIGHT_ANSWERS = {
             "    ratio = (it - warmup) / (max_iters - warmup)\n"
             "    coeff = 0.5 * (1.0 + math.cos(math.pi * ratio))\n"
             "    return min_lr + coeff * (max_lr - min_lr)\n"
+        ),
+        "train_step": (
+            "def train_step(model, optimizer, x, y, lr, loss_fn, max_norm=1.0):\n"
+            "    optimizer.zero_grad()\n"
+            "    loss = loss_fn(model(x), y)\n"
+            "    loss.backward()\n"
+            "    nn.utils.clip_grad_norm_(model.parameters(), max_norm)\n"
+            "    for g in optimizer.param_groups:\n"
+            "        g['lr'] = lr\n"
+            "    optimizer.step()\n"
+            "    return float(loss.detach())\n"
         ),
         "sample_next": (
             "def sample_next(logits, temperature=1.0, top_k=None, generator=None):\n"
@@ -86,6 +97,25 @@ RIGHT_ANSWERS = {
             "        return float(warm)\n"
             "    t = min(1.0, (it - warmup) / max(1, max_iters - warmup))\n"
             "    return float(min_lr + (max_lr - min_lr) * (np.cos(np.pi * t) + 1) / 2)\n"
+        ),
+        "train_step": (
+            "def train_step(model, optimizer, x, y, lr, loss_fn, max_norm=1.0):\n"
+            "    # the clipping written out: one norm over all gradients, scaled down only when above max_norm\n"
+            "    params = [p for p in model.parameters() if p.requires_grad]\n"
+            "    for p in params:\n"
+            "        p.grad = None\n"
+            "    loss = loss_fn(model(x), y)\n"
+            "    loss.backward()\n"
+            "    norm = torch.sqrt(sum((p.grad ** 2).sum() for p in params if p.grad is not None))\n"
+            "    scale = min(1.0, max_norm / (float(norm) + 1e-6))\n"
+            "    for p in params:\n"
+            "        if p.grad is not None:\n"
+            "            p.grad.mul_(scale)\n"
+            "    optimizer.param_groups[0]['lr'] = lr\n"
+            "    for group in optimizer.param_groups[1:]:\n"
+            "        group['lr'] = lr\n"
+            "    optimizer.step()\n"
+            "    return loss.item()\n"
         ),
         "sample_next": (
             "def sample_next(logits, temperature=1.0, top_k=None, generator=None):\n"

@@ -1,5 +1,11 @@
 """Plausible wrong answers for chapter 7 (`07_training`) and exactly which test cells each must lose."""
 
+
+def _edit(source, old, new):
+    assert old in source, old
+    return source.replace(old, new)
+
+
 GET_BATCH_NO_SHIFT = '''
 def get_batch(data, block_size, batch_size, generator=None):
     starts = torch.randint(len(data) - block_size, (batch_size,), generator=generator)
@@ -45,112 +51,34 @@ def next_token_loss(logits, targets):
     return F.cross_entropy(logits.flatten(0, 1), targets.flatten())
 '''
 
-LR_FROM_ZERO = '''
+LR = '''
 def lr_at(it, max_lr, warmup, max_iters, min_lr):
     if it < warmup:
-        return max_lr * it / warmup                                       # step 0 has learning rate 0
+        return max_lr * (it + 1) / warmup
     if it >= max_iters:
         return min_lr
     progress = (it - warmup) / (max_iters - warmup)
     return min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (max_lr - min_lr)
 '''
+LR_FROM_ZERO = _edit(LR, "max_lr * (it + 1) / warmup", "max_lr * it / warmup")      # step 0 has learning rate 0
+LR_TO_ZERO = _edit(LR, "min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (max_lr - min_lr)",
+                   "0.5 * (1.0 + math.cos(math.pi * progress)) * max_lr")           # decays to 0, not to min_lr
+LR_LINEAR = _edit(LR, "min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (max_lr - min_lr)",
+                  "max_lr - progress * (max_lr - min_lr)")                          # linear, not cosine
 
-LR_TO_ZERO = '''
-def lr_at(it, max_lr, warmup, max_iters, min_lr):
-    if it < warmup:
-        return max_lr * (it + 1) / warmup
-    if it >= max_iters:
-        return min_lr
-    progress = (it - warmup) / (max_iters - warmup)
-    return 0.5 * (1.0 + math.cos(math.pi * progress)) * max_lr            # decays to 0, not to min_lr
-'''
-
-LR_LINEAR = '''
-def lr_at(it, max_lr, warmup, max_iters, min_lr):
-    if it < warmup:
-        return max_lr * (it + 1) / warmup
-    if it >= max_iters:
-        return min_lr
-    progress = (it - warmup) / (max_iters - warmup)
-    return max_lr - progress * (max_lr - min_lr)                          # linear, not cosine
-'''
-
-SAMPLE_GLOBAL_RNG = '''
+SAMPLE = '''
 def sample_next(logits, temperature=1.0, top_k=None, generator=None):
     logits = logits / temperature
     if top_k is not None:
         kth = torch.topk(logits, min(top_k, logits.size(-1)), dim=-1).values[:, -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
-    return torch.multinomial(torch.softmax(logits, dim=-1), 1)            # ignores the generator
-'''
-
-SAMPLE_TIMES_T = '''
-def sample_next(logits, temperature=1.0, top_k=None, generator=None):
-    logits = logits * temperature                                         # multiplies instead of dividing
-    if top_k is not None:
-        kth = torch.topk(logits, min(top_k, logits.size(-1)), dim=-1).values[:, -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
     return torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator)
 '''
-
-SAMPLE_MASK_ZERO = '''
-def sample_next(logits, temperature=1.0, top_k=None, generator=None):
-    logits = logits / temperature
-    if top_k is not None:
-        kth = torch.topk(logits, min(top_k, logits.size(-1)), dim=-1).values[:, -1:]
-        logits = logits.masked_fill(logits < kth, 0.0)                    # 0 is not "impossible"
-    return torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator)
-'''
-
-SAMPLE_BATCH_KTH = '''
-def sample_next(logits, temperature=1.0, top_k=None, generator=None):
-    logits = logits / temperature
-    if top_k is not None:
-        kth = torch.topk(logits.flatten(), top_k).values[-1]               # one threshold for the whole batch
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    return torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator)
-'''
-
-CHAT_DEFAULT_NAME = '''
-SYSTEM_KO = "아래는 사용자와 유능하고 매우 지능적인 AI 조수의 대화이다."
-
-
-def chat_prompt(messages, system=SYSTEM_KO, user="사용자", assistant="AI 조수"):   # wrong default name
-    names = {"user": user, "assistant": assistant}
-    parts = [system.strip() + "\\n\\n"]
-    for message in messages:
-        if message["role"] not in names:
-            raise ValueError(message["role"])
-        parts.append(f"{names[message['role']]}:\\n{message['content'].strip()}\\n\\n")
-    return "".join(parts) + f"{assistant}:\\n"
-'''
-
-CHAT_HARDCODED = '''
-SYSTEM_KO = "아래는 사용자와 유능하고 매우 지능적인 AI 조수의 대화이다."
-
-
-def chat_prompt(messages, system=SYSTEM_KO, user="사용자", assistant="AI"):
-    names = {"user": "사용자", "assistant": "AI"}                           # ignores the name arguments
-    parts = [system.strip() + "\\n\\n"]
-    for message in messages:
-        if message["role"] not in names:
-            raise ValueError(message["role"])
-        parts.append(f"{names[message['role']]}:\\n{message['content'].strip()}\\n\\n")
-    return "".join(parts) + "AI:\\n"
-'''
-
-CHAT_SKIPS_UNKNOWN = '''
-SYSTEM_KO = "아래는 사용자와 유능하고 매우 지능적인 AI 조수의 대화이다."
-
-
-def chat_prompt(messages, system=SYSTEM_KO, user="사용자", assistant="AI"):
-    names = {"user": user, "assistant": assistant}
-    parts = [system.strip() + "\\n\\n"]
-    for message in messages:
-        if message["role"] in names:                                      # silently drops other roles
-            parts.append(f"{names[message['role']]}:\\n{message['content'].strip()}\\n\\n")
-    return "".join(parts) + f"{assistant}:\\n"
-'''
+SAMPLE_GLOBAL_RNG = _edit(SAMPLE, ", 1, generator=generator)", ", 1)")               # ignores the generator
+SAMPLE_TIMES_T = _edit(SAMPLE, "logits / temperature", "logits * temperature")      # multiplies instead of dividing
+SAMPLE_MASK_ZERO = _edit(SAMPLE, 'logits < kth, float("-inf")', "logits < kth, 0.0")   # 0 is not "impossible"
+SAMPLE_BATCH_KTH = _edit(SAMPLE, "torch.topk(logits, min(top_k, logits.size(-1)), dim=-1).values[:, -1:]",
+                         "torch.topk(logits.flatten(), top_k).values[-1]")          # one threshold for the batch
 
 CHAT_NO_CUE = '''
 SYSTEM_KO = "아래는 사용자와 유능하고 매우 지능적인 AI 조수의 대화이다."
@@ -174,7 +102,7 @@ WRONG_ANSWERS = [
      "says": "The last window never came up",
      "replace": {"get_batch": GET_BATCH_NEVER_LAST}, "loses": ["test_get_batch_windows"]},
     {"why": "get_batch ignores the generator (global RNG)",
-     "says": "generators seeded 11 and 12 gave the same batch",
+     "says": "generators seeded 11 and 12 gave the same draw",
      "replace": {"get_batch": GET_BATCH_GLOBAL_RNG}, "loses": ["test_get_batch_windows"]},
     {"why": "next_token_loss sums instead of averaging",
      "says": "That is the sum over the 6 positions",
@@ -196,10 +124,10 @@ WRONG_ANSWERS = [
      "says": "the decay ends at min_lr, not 0",
      "replace": {"lr_at": LR_TO_ZERO}, "loses": ["test_lr_at_cosine"]},
     {"why": "lr_at decays linearly",
-     "says": "After warm-up, lr = min_lr + ½(1 + cos(π·progress))",
+     "says": "That is a straight line from max_lr to min_lr",
      "replace": {"lr_at": LR_LINEAR}, "loses": ["test_lr_at_cosine"]},
     {"why": "sample_next ignores the generator",
-     "says": "generators seeded 1 and 2 gave the same draws",
+     "says": "generators seeded 11 and 12 gave the same draw",
      "replace": {"sample_next": SAMPLE_GLOBAL_RNG}, "loses": ["test_sample_next_frequencies"]},
     {"why": "sample_next multiplies the logits by the temperature",
      "says": "at temperature 0.01 every draw should be the argmax",
@@ -210,18 +138,13 @@ WRONG_ANSWERS = [
     {"why": "sample_next takes one k-th largest threshold over the whole batch",
      "says": "token 3 was drawn with frequency 1.0000",
      "replace": {"sample_next": SAMPLE_BATCH_KTH}, "loses": ["test_sample_next_top_k"]},
-    {"why": "chat_prompt's default assistant name is 'AI 조수', not 'AI'",
-     "says": "AI 조수:",
-     "replace": {"chat_prompt": CHAT_DEFAULT_NAME}, "loses": ["test_chat_prompt_format"]},
-    {"why": "chat_prompt ignores the user/assistant arguments",
-     "says": "the names and the system line are parameters",
-     "replace": {"chat_prompt": CHAT_HARDCODED}, "loses": ["test_chat_prompt_names"]},
-    {"why": "chat_prompt silently skips an unknown role",
-     "says": "a message with role 'ghost' should raise ValueError",
-     "replace": {"chat_prompt": CHAT_SKIPS_UNKNOWN}, "loses": ["test_chat_prompt_names"]},
-    {"why": "chat_prompt leaves out the final assistant cue",
-     "says": "It stops short: end with the assistant's cue",
-     "replace": {"chat_prompt": CHAT_NO_CUE}, "loses": ["test_chat_prompt_format", "test_chat_prompt_names"]},
+    {"why": "chat_prompt, the warm-up, left unwritten: costs nothing",
+     "replace": {"chat_prompt": 'SYSTEM_KO = "아래는 사용자와 유능하고 매우 지능적인 AI 조수의 대화이다."\n\n\n'
+                                'def chat_prompt(messages, system=SYSTEM_KO, user="사용자", assistant="AI"):\n'
+                                '    raise NotImplementedError()\n'},
+     "loses": []},
+    {"why": "chat_prompt, the warm-up, leaves out the final assistant cue: costs nothing",
+     "replace": {"chat_prompt": CHAT_NO_CUE}, "loses": []},
 ]
 
 TOP_P = '''
@@ -234,11 +157,6 @@ def top_p_probs(logits, p):
     kept = torch.where(probs >= smallest, probs, torch.zeros_like(probs))
     return kept / kept.sum(dim=-1, keepdim=True)
 '''
-
-
-def _edit(source, old, new):
-    assert old in source, old
-    return source.replace(old, new)
 
 
 WRONG_ANSWERS += [
@@ -271,4 +189,35 @@ def top_p_probs(logits, p):
 '''},
      "says": "calls transformers.generation.logits_process.TopPLogitsWarper",
      "loses": ["test_top_p_probs", "test_top_p_probs_renormalised"]},
+]
+
+
+TRAIN_STEP = '''
+def train_step(model, optimizer, x, y, lr, loss_fn, max_norm=1.0):
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    loss = loss_fn(model(x), y)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+    optimizer.step()
+    return loss.item()
+'''
+WRONG_ANSWERS += [
+    {"why": "train_step never clears .grad: each step adds the earlier batches' gradients",
+     "replace": {"train_step": _edit(TRAIN_STEP, "    optimizer.zero_grad(set_to_none=True)\n", "")},
+     "says": "That adds the previous step's gradient", "loses": ["test_train_step_update"]},
+    {"why": "train_step clips before backward (nothing to clip yet)",
+     "replace": {"train_step": _edit(TRAIN_STEP, "    loss.backward()\n    torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)\n",
+                                     "    torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)\n    loss.backward()\n")},
+     "says": "Clip the gradient after it is computed", "loses": ["test_train_step_update"]},
+    {"why": "train_step never sets the learning rate (the optimizer's own rate)",
+     "replace": {"train_step": _edit(TRAIN_STEP, '    for group in optimizer.param_groups:\n        group["lr"] = lr\n', "")},
+     "says": "That is the optimizer's own rate", "loses": ["test_train_step_update"]},
+    {"why": "train_step returns the loss tensor",
+     "replace": {"train_step": _edit(TRAIN_STEP, "return loss.item()", "return loss")},
+     "says": "expected the loss as a Python float", "loses": ["test_train_step_loss"]},
+    {"why": "train_step returns the loss after the update",
+     "replace": {"train_step": _edit(TRAIN_STEP, "return loss.item()", "return loss_fn(model(x), y).item()")},
+     "says": "That is the loss after the update", "loses": ["test_train_step_loss"]},
 ]
