@@ -25,6 +25,8 @@ FORBID_LOSS = [
 ]
 FORBID_LR = ["torch.optim.lr_scheduler.*"]
 FORBID_TOP_P = ["transformers.generation.logits_process.TopPLogitsWarper*"]
+# imported by the grader while the learner's cells run (grading._preload_checks): half a CPU-second, not waited for
+PRELOAD = ["transformers.generation.logits_process"]
 
 
 def _name(dtype) -> str:
