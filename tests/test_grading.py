@@ -365,7 +365,7 @@ def test_sandbox_was_in_force(graded):
 
 # --- chapters 5 and 6: shortcuts through references lent to a call, and through an alias in a free cell ------------
 CH5, CH6 = chapter("05_multihead"), chapter("06_transformer_block")
-LENT = ["test_merge_heads", "test_sdpa_torch", "test_sdpa_torch_grad", "test_sdpa_torch_mask", "test_split_heads"]
+LENT = ["test_sdpa_torch", "test_sdpa_torch_grad", "test_sdpa_torch_mask", "test_split_heads"]
 
 
 def _wrong_module(ch):
@@ -414,7 +414,7 @@ def _chapter_cases():
     return {
         CH5: {"stash": (_stash_references(), LENT),
               "params_plain_sight": (with_cells(CH5, {"attention_params": PARAMS_SHORTCUT}),
-                                     ["test_attention_params", "test_attention_params_bias"])},
+                                     ["test_attention_params"])},
         CH6: {"aliased_layer_norm": (_aliased_layer_norm(), ["test_LayerNorm", "test_LayerNorm_eps",
                                                              "test_LayerNorm_grad", "test_LayerNorm_params"])},
     }

@@ -1,20 +1,20 @@
 """Hidden-test checks for chapter 9, `09_llama` (from GPT-2 to Llama).
 
 The references are Hugging Face `transformers`' own Llama modules (`LlamaRMSNorm`, `LlamaMLP`, `LlamaAttention`,
-`LlamaDecoderLayer`, `LlamaForCausalLM`), built from small `LlamaConfig`s with seeded random weights: nothing is
-downloaded. They run here, in the grader. The learner's modules get the same weights through their documented
-attribute names, with one conversion: the notebook's RoPE (chapter 8's) rotates interleaved pairs (x[2i], x[2i+1]),
-Hugging Face's rotates halves (x[i], x[i + d/2]), so the rows of every head of W_Q and W_K are reordered (`_to_interleaved`).
+`LlamaDecoderLayer`, `LlamaForCausalLM`), built here in the grader from small `LlamaConfig`s with seeded random
+weights: nothing is downloaded. The learner's module gets the same weights under the notebook's parameter names
+(`_course_weights`), with one conversion: the notebook's RoPE (chapter 8's) rotates interleaved pairs (x[2i], x[2i+1]),
+Hugging Face's rotates halves (x[i], x[i + d/2]), so the rows of every head of W_Q and W_K are reordered.
 
-Tolerances follow the dtype of the learner's result: float64 results are compared at 1e-10 where the reference is
-computed in float64 throughout, float32 results at 1e-5. `transformers` computes RMSNorm and the RoPE angles in float32
-even for a float64 model, so whole-model and whole-block logits are compared at 1e-5 (relative and absolute) in both dtypes.
+Tolerances follow the dtype of the learner's result: 1e-10 for float64 where the reference is float64 throughout,
+else 1e-5. `transformers` computes RMSNorm and the RoPE angles in float32 even in a float64 model, so whole blocks
+and models are compared at 1e-5 in both dtypes.
 """
 from __future__ import annotations
 
-from .references import torch as _torch
+from .references import randn, torch as _torch
 from .sources import definition, solution
-from . import CheckFailed, env, expect_close
+from . import CheckFailed, env, expect_close, expect_type
 
 FORBID_LIBRARY = ["transformers.*"]
 FORBID_RMSNORM = FORBID_LIBRARY + ["torch*rms_norm*", "torch.nn.modules.normalization.RMSNorm*"]
@@ -31,21 +31,16 @@ FORBID_ATTENTION = FORBID_LIBRARY + [
 REFERENCE_SOURCE = (definition("09", "setup", "apply_rope")
                     + solution("09", "RMSNorm", "SwiGLU", "GroupedQueryAttention", "LlamaBlock", "Llama"))
 
-
-def _substitutes(*names):
-    return {name: REFERENCE_SOURCE for name in names}
-
-
-def _randn(seed, *shape, dtype="float64", scale=1.0, shift=0.0):
-    torch = _torch()
-    g = torch.Generator().manual_seed(seed)
-    return (torch.randn(*shape, generator=g, dtype=torch.float64) * scale + shift).to(getattr(torch, dtype))
+# Hugging Face's parameter names -> the notebook's, applied in order to every name.
+_RENAMES = [("model.embed_tokens", "embed"), ("model.layers.", "blocks."), ("model.norm", "norm"),
+            ("input_layernorm", "attn_norm"), ("post_attention_layernorm", "ffn_norm"), ("self_attn.", "attn."),
+            ("mlp.", "ffn."), ("q_proj", "W_q"), ("k_proj", "W_k"), ("v_proj", "W_v"), ("o_proj", "W_o"),
+            ("gate_proj", "W_gate"), ("up_proj", "W_up"), ("down_proj", "W_down")]
 
 
 def _tolerance(got, exact=True):
     """float64 results: 1e-10 where the reference is float64 throughout; float32 (or inexact references): 1e-5."""
-    torch = _torch()
-    if exact and isinstance(got, torch.Tensor) and got.dtype == torch.float64:
+    if exact and got.dtype == _torch().float64:
         return dict(atol=1e-10, rtol=1e-10)
     return dict(atol=1e-5, rtol=1e-5)
 
@@ -57,29 +52,40 @@ def _to_interleaved(weight, n_heads):
     return weight.reshape(n_heads, 2, d_head // 2, d_in).transpose(1, 2).reshape(out_features, d_in).contiguous()
 
 
+def _course_weights(module, n_heads=None, n_kv_heads=None):
+    """A Hugging Face module's parameters under the notebook's names, W_Q and W_K in the interleaved RoPE order
+    (for a whole model: the expected result of load_llama_weights)."""
+    out = {}
+    for name, p in module.named_parameters():
+        for theirs, ours in _RENAMES:
+            name = name.replace(theirs, ours)
+        w = p.detach().clone()
+        out[name] = _to_interleaved(w, n_heads if name.endswith("W_q.weight") else n_kv_heads) \
+            if name.endswith(("W_q.weight", "W_k.weight")) else w
+    return out
+
+
 def _llama_config(vocab_size=64, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=48, eps=1e-6, rope_base=10000.0):
     from transformers import LlamaConfig
 
-    return LlamaConfig(vocab_size=vocab_size, hidden_size=d_model, intermediate_size=d_ff, num_hidden_layers=n_layers,
-                       num_attention_heads=n_heads, num_key_value_heads=n_kv_heads, rms_norm_eps=eps,
-                       max_position_embeddings=256, rope_parameters={"rope_type": "default", "rope_theta": rope_base},
-                       tie_word_embeddings=False, attention_bias=False, mlp_bias=False, hidden_act="silu")
+    config = LlamaConfig(vocab_size=vocab_size, hidden_size=d_model, intermediate_size=d_ff, num_hidden_layers=n_layers,
+                         num_attention_heads=n_heads, num_key_value_heads=n_kv_heads, rms_norm_eps=eps,
+                         max_position_embeddings=256, rope_parameters={"rope_type": "default", "rope_theta": rope_base},
+                         tie_word_embeddings=False, attention_bias=False, mlp_bias=False, hidden_act="silu")
+    config._attn_implementation = "sdpa"   # float64 stays float64 (the eager path takes its softmax in float32)
+    return config
 
 
-def _randomize(module, seed):
-    """Seeded random weights of useful size: norms' gains near 1, matrices scaled by 1/sqrt(fan-in), embeddings N(0, 1)."""
+def _randomize(module, seed, dtype):
+    """Seeded random weights of useful size: norms' gains near 1, matrices scaled by 1/sqrt(fan-in), embeddings N(0, 1);
+    then `dtype`, in eval mode."""
     torch = _torch()
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in sorted(module.named_parameters()):
             noise = torch.randn(p.shape, generator=g, dtype=torch.float64)
-            if p.dim() == 1:
-                p.copy_(1.0 + 0.3 * noise)
-            elif "embed" in name:
-                p.copy_(noise)
-            else:
-                p.copy_(noise / p.shape[1] ** 0.5)
-    return module
+            p.copy_(1.0 + 0.3 * noise if p.dim() == 1 else noise if "embed" in name else noise / p.shape[1] ** 0.5)
+    return module.to(getattr(torch, dtype)).eval()
 
 
 def _rope_cos_sin(positions, d_head, base, dtype):
@@ -91,60 +97,41 @@ def _rope_cos_sin(positions, d_head, base, dtype):
     return emb.cos().to(dtype), emb.sin().to(dtype)
 
 
-def _hf_to_course(state, n_heads, n_kv_heads, n_layers):
-    """A LlamaForCausalLM state dict under the notebook's names (the expected result of load_llama_weights)."""
-    out = {"embed.weight": state["model.embed_tokens.weight"], "norm.weight": state["model.norm.weight"],
-           "lm_head.weight": state["lm_head.weight"]}
-    for i in range(n_layers):
-        hf, ours = f"model.layers.{i}.", f"blocks.{i}."
-        out[ours + "attn_norm.weight"] = state[hf + "input_layernorm.weight"]
-        out[ours + "ffn_norm.weight"] = state[hf + "post_attention_layernorm.weight"]
-        out[ours + "attn.W_q.weight"] = _to_interleaved(state[hf + "self_attn.q_proj.weight"], n_heads)
-        out[ours + "attn.W_k.weight"] = _to_interleaved(state[hf + "self_attn.k_proj.weight"], n_kv_heads)
-        out[ours + "attn.W_v.weight"] = state[hf + "self_attn.v_proj.weight"]
-        out[ours + "attn.W_o.weight"] = state[hf + "self_attn.o_proj.weight"]
-        for name in ("gate", "up", "down"):
-            out[ours + f"ffn.W_{name}.weight"] = state[hf + f"mlp.{name}_proj.weight"]
-    return out
+# The learner's module, built from `args`/`kwargs`, given the check's weights by parameter name, run on `forward`.
+_SNIPPET = """
+import torch
+_module = {cls}(*args, **kwargs).to(getattr(torch, dtype))
+with torch.no_grad():
+    for _name, _w in weights.items():
+        _module.get_parameter(_name).copy_(_w)
+    out = _module(*forward)
+"""
 
 
-def _as_tensor(exercise, got, case):
-    torch = _torch()
-    if not isinstance(got, torch.Tensor):
-        name = got.get("__opaque__") if isinstance(got, dict) and "__opaque__" in got else type(got).__name__
-        raise CheckFailed(f"{exercise}: expected a tensor for {case}; got {name}.")
-    return got
+def _run(exercise, reference, args, forward, dtype, case, kwargs=None, heads=(None, None), forbid=FORBID_LIBRARY,
+         uses=()):
+    got = env().run(exercise, _SNIPPET.format(cls=exercise),
+                    inputs={"args": tuple(args), "kwargs": kwargs or {}, "dtype": dtype, "forward": tuple(forward),
+                            "weights": _course_weights(reference, *heads)},
+                    outputs=["out"], case=case, forbid=forbid, substitute={name: REFERENCE_SOURCE for name in uses})
+    expect_type(exercise, got["out"], "tensor", case)
+    return got["out"]
 
 
 # ---------------------------------------------------------------- 1. RMSNorm
-
-RMSNORM_SNIPPET = """
-import torch
-norm = RMSNorm(d_model, eps=eps).to(getattr(torch, dtype))
-with torch.no_grad():
-    norm.weight.copy_(weight)
-    out = norm(x)
-"""
-
 
 def _rms_norm_case(seed, shape, dtype, eps, scale, shift, case, hint):
     from transformers.models.llama.modeling_llama import LlamaRMSNorm
 
     torch = _torch()
-    x = _randn(seed, *shape, dtype=dtype, scale=scale, shift=shift)
-    weight = _randn(seed + 1, shape[-1], dtype=dtype, scale=0.3, shift=1.0)
-    got = env().run("RMSNorm", RMSNORM_SNIPPET,
-                    inputs={"x": x, "weight": weight, "d_model": shape[-1], "eps": eps, "dtype": dtype},
-                    outputs=["out"], case=case, forbid=FORBID_RMSNORM)
-    out = _as_tensor("RMSNorm", got["out"], case)
-    if out.dtype == torch.float64:
-        x64, w64 = x.double(), weight.double()
-        want = w64 * x64 / torch.sqrt((x64 * x64).sum(-1, keepdim=True) / shape[-1] + eps)
-    else:
-        reference = LlamaRMSNorm(shape[-1], eps=eps).to(x.dtype)
-        with torch.no_grad():
-            reference.weight.copy_(weight)
-            want = reference(x)
+    x = randn(seed, shape, dtype=dtype, scale=scale) + shift
+    reference = LlamaRMSNorm(shape[-1], eps=eps).to(x.dtype)
+    with torch.no_grad():
+        reference.weight.copy_(randn(seed + 1, shape[-1], dtype=dtype, scale=0.3) + 1.0)
+        out = _run("RMSNorm", reference, (shape[-1],), (x,), dtype, case, kwargs={"eps": eps}, forbid=FORBID_RMSNORM)
+        # float64: an exact reference (LlamaRMSNorm works in float32)
+        want = (reference.weight * x / torch.sqrt((x * x).mean(-1, keepdim=True) + eps) if out.dtype == torch.float64
+                else reference(x))
     expect_close("RMSNorm", out, want, case=case, hint=hint, **_tolerance(out))
 
 
@@ -167,36 +154,18 @@ def test_RMSNorm_eps():
 
 # ---------------------------------------------------------------- 2. SwiGLU
 
-SWIGLU_SNIPPET = """
-import torch
-ffn = SwiGLU(d_model, d_ff).to(getattr(torch, dtype))
-with torch.no_grad():
-    ffn.W_gate.weight.copy_(w_gate)
-    ffn.W_up.weight.copy_(w_up)
-    ffn.W_down.weight.copy_(w_down)
-    out = ffn(x)
-"""
-
-
 def test_SwiGLU():
     from transformers.models.llama.modeling_llama import LlamaMLP
 
     torch = _torch()
     for seed, (shape, d_ff), dtype in [(31, ((2, 5, 16), 40), "float64"), (32, ((3, 8), 24), "float32"),
                                        (33, ((1, 6, 32), 86), "float64"), (34, ((2, 2, 4, 8), 16), "float32")]:
-        d_model = shape[-1]
-        reference = _randomize(LlamaMLP(_llama_config(d_model=d_model, d_ff=d_ff)), seed).to(getattr(torch, dtype))
-        x = _randn(seed + 1, *shape, dtype=dtype, scale=1.5)
+        reference = _randomize(LlamaMLP(_llama_config(d_model=shape[-1], d_ff=d_ff)), seed, dtype)
+        x = randn(seed + 1, shape, dtype=dtype, scale=1.5)
+        case = f"x of shape {shape} ({dtype}), d_ff={d_ff}, random W_gate, W_up, W_down"
+        out = _run("SwiGLU", reference, (shape[-1], d_ff), (x,), dtype, case)
         with torch.no_grad():
             want = reference(x)
-        case = f"x of shape {shape} ({dtype}), d_ff={d_ff}, random W_gate, W_up, W_down"
-        got = env().run("SwiGLU", SWIGLU_SNIPPET,
-                        inputs={"x": x, "d_model": d_model, "d_ff": d_ff, "dtype": dtype,
-                                "w_gate": reference.gate_proj.weight.detach().clone(),
-                                "w_up": reference.up_proj.weight.detach().clone(),
-                                "w_down": reference.down_proj.weight.detach().clone()},
-                        outputs=["out"], case=case, forbid=FORBID_LIBRARY)
-        out = _as_tensor("SwiGLU", got["out"], case)
         expect_close("SwiGLU", out, want, case=case, **_tolerance(out),
                      hint="W_down(silu(x W_gate) * (x W_up)): SiLU (x·sigmoid(x)) on the gate branch only, "
                           "an elementwise product, no biases.")
@@ -204,42 +173,23 @@ def test_SwiGLU():
 
 # ---------------------------------------------------------------- 3. grouped-query attention
 
-ATTENTION_SNIPPET = """
-import torch
-attn = GroupedQueryAttention(d_model, n_heads, n_kv_heads, rope_base=rope_base).to(getattr(torch, dtype))
-with torch.no_grad():
-    attn.W_q.weight.copy_(w_q)
-    attn.W_k.weight.copy_(w_k)
-    attn.W_v.weight.copy_(w_v)
-    attn.W_o.weight.copy_(w_o)
-    out = attn(x) if positions is None else attn(x, positions)
-"""
-
-
 def _attention_case(seed, b, n, n_heads, n_kv_heads, d_head, dtype, positions, rope_base, hint):
     from transformers.models.llama.modeling_llama import LlamaAttention
 
     torch = _torch()
     d_model = n_heads * d_head
     config = _llama_config(d_model=d_model, n_heads=n_heads, n_kv_heads=n_kv_heads, rope_base=rope_base)
-    config._attn_implementation = "sdpa"   # float64 stays float64 (the eager path takes its softmax in float32)
-    reference = _randomize(LlamaAttention(config, layer_idx=0), seed).to(getattr(torch, dtype)).eval()
-    x = _randn(seed + 1, b, n, d_model, dtype=dtype)
+    reference = _randomize(LlamaAttention(config, layer_idx=0), seed, dtype)
+    x = randn(seed + 1, (b, n, d_model), dtype=dtype)
     pos = torch.arange(n) if positions is None else torch.tensor(positions)
     with torch.no_grad():
         want, _ = reference(x, position_embeddings=_rope_cos_sin(pos, d_head, rope_base, x.dtype), attention_mask=None)
     where = "" if positions is None else f", positions {positions}"
     case = (f"x of shape {(b, n, d_model)} ({dtype}), n_heads={n_heads}, n_kv_heads={n_kv_heads}, "
             f"rope_base={rope_base:g}{where}")
-    got = env().run(
-        "GroupedQueryAttention", ATTENTION_SNIPPET,
-        inputs={"x": x, "d_model": d_model, "n_heads": n_heads, "n_kv_heads": n_kv_heads, "rope_base": rope_base,
-                "dtype": dtype, "positions": None if positions is None else pos,
-                "w_q": _to_interleaved(reference.q_proj.weight.detach(), n_heads),
-                "w_k": _to_interleaved(reference.k_proj.weight.detach(), n_kv_heads),
-                "w_v": reference.v_proj.weight.detach().clone(), "w_o": reference.o_proj.weight.detach().clone()},
-        outputs=["out"], case=case, forbid=FORBID_ATTENTION, substitute=_substitutes("apply_rope"))
-    out = _as_tensor("GroupedQueryAttention", got["out"], case)
+    out = _run("GroupedQueryAttention", reference, (d_model, n_heads, n_kv_heads), (x,) if positions is None else (x, pos),
+               dtype, case, kwargs={"rope_base": rope_base}, heads=(n_heads, n_kv_heads), forbid=FORBID_ATTENTION,
+               uses=("apply_rope",))
     expect_close("GroupedQueryAttention", out, want, case=case, hint=hint, **_tolerance(out))
 
 
@@ -271,20 +221,6 @@ def test_GroupedQueryAttention_positions():
 
 # ---------------------------------------------------------------- 4. the block
 
-BLOCK_SNIPPET = """
-import torch
-block = LlamaBlock(d_model, n_heads, n_kv_heads, d_ff, eps=eps).to(getattr(torch, dtype))
-with torch.no_grad():
-    block.attn_norm.weight.copy_(attn_norm)
-    block.ffn_norm.weight.copy_(ffn_norm)
-    for name, w in attn.items():
-        getattr(block.attn, name).weight.copy_(w)
-    for name, w in ffn.items():
-        getattr(block.ffn, name).weight.copy_(w)
-    out = block(x)
-"""
-
-
 def test_LlamaBlock():
     from transformers.models.llama.modeling_llama import LlamaDecoderLayer
 
@@ -294,29 +230,15 @@ def test_LlamaBlock():
                                                           (73, (3, 4, 4, 1, 4, 16), "float64", 1e-6)]:
         d_model = h * d_head
         config = _llama_config(d_model=d_model, n_heads=h, n_kv_heads=kv, d_ff=d_ff, eps=eps)
-        config._attn_implementation = "sdpa"
-        layer = _randomize(LlamaDecoderLayer(config, layer_idx=0), seed).to(getattr(torch, dtype)).eval()
-        x = _randn(seed + 1, b, n, d_model, dtype=dtype)
+        layer = _randomize(LlamaDecoderLayer(config, layer_idx=0), seed, dtype)
+        x = randn(seed + 1, (b, n, d_model), dtype=dtype)
         with torch.no_grad():
             want = layer(x, position_embeddings=_rope_cos_sin(torch.arange(n), d_head, 10000.0, x.dtype),
                          attention_mask=None)
         want = want[0] if isinstance(want, tuple) else want
-        a, m = layer.self_attn, layer.mlp
         case = f"x of shape {(b, n, d_model)} ({dtype}), n_heads={h}, n_kv_heads={kv}, d_ff={d_ff}, eps={eps:g}"
-        got = env().run(
-            "LlamaBlock", BLOCK_SNIPPET,
-            inputs={"x": x, "d_model": d_model, "n_heads": h, "n_kv_heads": kv, "d_ff": d_ff, "eps": eps,
-                    "dtype": dtype,
-                    "attn_norm": layer.input_layernorm.weight.detach().clone(),
-                    "ffn_norm": layer.post_attention_layernorm.weight.detach().clone(),
-                    "attn": {"W_q": _to_interleaved(a.q_proj.weight.detach(), h),
-                             "W_k": _to_interleaved(a.k_proj.weight.detach(), kv),
-                             "W_v": a.v_proj.weight.detach().clone(), "W_o": a.o_proj.weight.detach().clone()},
-                    "ffn": {"W_gate": m.gate_proj.weight.detach().clone(), "W_up": m.up_proj.weight.detach().clone(),
-                            "W_down": m.down_proj.weight.detach().clone()}},
-            outputs=["out"], case=case, forbid=FORBID_LIBRARY,
-            substitute=_substitutes("apply_rope", "RMSNorm", "SwiGLU", "GroupedQueryAttention"))
-        out = _as_tensor("LlamaBlock", got["out"], case)
+        out = _run("LlamaBlock", layer, (d_model, h, kv, d_ff), (x,), dtype, case, kwargs={"eps": eps}, heads=(h, kv),
+                   uses=("apply_rope", "RMSNorm", "SwiGLU", "GroupedQueryAttention"))
         expect_close("LlamaBlock", out, want, case=case, atol=1e-5, rtol=1e-5,
                      hint="Pre-norm with two residual additions: x + attn(attn_norm(x)), then that + "
                           "ffn(ffn_norm(that)); two separate RMSNorms, and eps passed on to both.")
@@ -334,15 +256,6 @@ MODEL_CASES = {
                  (94, dict(vocab_size=30, d_model=48, n_layers=1, n_heads=6, n_kv_heads=2, d_ff=64), 1, 7, "float32")],
 }
 
-MODEL_SNIPPET = """
-import torch
-model = Llama(**config).to(getattr(torch, dtype))
-with torch.no_grad():
-    for name, w in weights.items():
-        model.get_parameter(name).copy_(w)
-    logits = model(ids)
-"""
-
 LOAD_SNIPPET = """
 import torch
 model = Llama(**config).to(getattr(torch, dtype))
@@ -355,39 +268,27 @@ loaded = {name: p.detach().clone() for name, p in model.named_parameters()}
 """
 
 
-def _hf_model(seed, config, dtype):
+def _model_cases(kind):
+    """For each case: a seeded LlamaForCausalLM, token ids, transformers' logits and the case's description."""
     from transformers import LlamaForCausalLM
 
-    hf = LlamaForCausalLM(_llama_config(**config))
-    return _randomize(hf, seed).to(getattr(_torch(), dtype)).eval()
-
-
-def _ids(seed, vocab_size, batch, n):
     torch = _torch()
-    return torch.randint(0, vocab_size, (batch, n), generator=torch.Generator().manual_seed(seed))
-
-
-def _describe_model(config, batch, n, dtype):
-    return (f"a random {config['n_layers']}-layer Llama ({dtype}, d_model={config['d_model']}, "
-            f"n_heads={config['n_heads']}, n_kv_heads={config['n_kv_heads']}), token ids of shape {(batch, n)}")
+    for seed, config, batch, n, dtype in MODEL_CASES[kind]:
+        hf = _randomize(LlamaForCausalLM(_llama_config(**config)), seed, dtype)
+        ids = torch.randint(0, config["vocab_size"], (batch, n), generator=torch.Generator().manual_seed(seed + 1))
+        with torch.no_grad():
+            want = hf(ids).logits
+        case = (f"a random {config['n_layers']}-layer Llama ({dtype}, d_model={config['d_model']}, "
+                f"n_heads={config['n_heads']}, n_kv_heads={config['n_kv_heads']}), token ids of shape {(batch, n)}")
+        yield hf, config, dtype, ids, want, case
 
 
 def test_Llama():
-    torch = _torch()
-    for seed, config, batch, n, dtype in MODEL_CASES["model"]:
-        hf = _hf_model(seed, config, dtype)
-        ids = _ids(seed + 1, config["vocab_size"], batch, n)
-        with torch.no_grad():
-            want = hf(ids).logits
-        weights = _hf_to_course({k: v.detach().clone() for k, v in hf.state_dict().items()},
-                               config["n_heads"], config["n_kv_heads"], config["n_layers"])
-        case = _describe_model(config, batch, n, dtype) + ", weights set by name"
-        got = env().run("Llama", MODEL_SNIPPET, inputs={"config": config, "dtype": dtype, "weights": weights,
-                                                        "ids": ids},
-                        outputs=["logits"], case=case, forbid=FORBID_LIBRARY,
-                        substitute=_substitutes("apply_rope", "RMSNorm", "SwiGLU", "GroupedQueryAttention",
-                                                "LlamaBlock"))
-        out = _as_tensor("Llama", got["logits"], case)
+    for hf, config, dtype, ids, want, case in _model_cases("model"):
+        case += ", weights set by name"
+        out = _run("Llama", hf, (), (ids,), dtype, case, kwargs=config,
+                   heads=(config["n_heads"], config["n_kv_heads"]),
+                   uses=("apply_rope", "RMSNorm", "SwiGLU", "GroupedQueryAttention", "LlamaBlock"))
         expect_close("Llama", out, want, case=case, atol=1e-5, rtol=1e-5, what="logits",
                      hint="Embed, run every block, apply the final RMSNorm, then lm_head (its own weight, not tied "
                           "to the embedding); no position embeddings: RoPE inside attention does that.")
@@ -396,58 +297,55 @@ def test_Llama():
 WRONG_LOADS = [
     # (what the learner probably did, how to make that mistake from the right weights)
     ("copied Hugging Face's W_Q and W_K rows as they are, in its half-split RoPE order",
-     lambda name, w, cfg: w.reshape(cfg[1], w.shape[0] // cfg[1] // 2, 2, -1).transpose(1, 2).reshape(w.shape)
+     lambda name, w, heads: w.reshape(heads, w.shape[0] // heads // 2, 2, -1).transpose(1, 2).reshape(w.shape)
      if name.endswith(("W_q.weight", "W_k.weight")) else None),
     ("transposed a Linear weight (nn.Linear and Hugging Face both store (out_features, in_features))",
-     lambda name, w, cfg: w.T if w.dim() == 2 and w.shape[0] == w.shape[1] else None),
+     lambda name, w, heads: w.T if w.dim() == 2 and w.shape[0] == w.shape[1] else None),
 ]
 
 
 def _first_wrong(loaded, expected, config):
-    """The first parameter (in model order) that differs, and a hint when a known mistake explains it."""
+    """The first parameter (in the learner's model order) that is not what it should be, and a hint when a known
+    mistake explains it."""
     torch = _torch()
-    for name, want in expected.items():
-        got = loaded.get(name)
+    for name in [k for k in loaded if k in expected] + [k for k in expected if k not in loaded]:
+        got, want = loaded.get(name), expected[name].double()
         if not isinstance(got, torch.Tensor):
-            return f"{name} is missing from the model", ""
-        if got.shape != want.shape or not torch.allclose(got.double(), want.double(), atol=1e-6, rtol=1e-6):
+            return f"{name} is missing from the model (expected a parameter of shape {tuple(want.shape)})", ""
+        if got.shape != want.shape:
+            return f"{name} has shape {tuple(got.shape)}, expected {tuple(want.shape)}", ""
+        if not torch.allclose(got.double(), want, atol=1e-6, rtol=1e-6):
+            where = f"{name} differs from the converted weight by up to {(got.double() - want).abs().max():.3g}"
             heads = config["n_kv_heads"] if name.endswith("W_k.weight") else config["n_heads"]
             for why, mistake in WRONG_LOADS:
-                wrong = mistake(name, want.double(), (None, heads))
-                if wrong is not None and wrong.shape == got.shape and torch.allclose(got.double(), wrong, atol=1e-6):
-                    return f"{name} differs", f" It looks as if you {why}."
+                wrong = mistake(name, want, heads)
+                if wrong is not None and torch.allclose(got.double(), wrong, atol=1e-6):
+                    return where, f" It looks as if you {why}."
             if name.endswith("W_k.weight") and config["n_kv_heads"] != config["n_heads"]:
-                return f"{name} differs", (" W_K has n_kv_heads heads: reorder its rows per K/V head, "
-                                           f"{config['n_kv_heads']} of them.")
-            return f"{name} differs", ""
+                return where, (" W_K has n_kv_heads heads: reorder its rows per K/V head, "
+                               f"{config['n_kv_heads']} of them.")
+            return where, ""
     return None, ""
 
 
 def _load_case(kind):
-    torch = _torch()
-    for seed, config, batch, n, dtype in MODEL_CASES[kind]:
-        hf = _hf_model(seed, config, dtype)
-        ids = _ids(seed + 1, config["vocab_size"], batch, n)
-        with torch.no_grad():
-            want = hf(ids).logits
+    for hf, config, dtype, ids, want, case in _model_cases(kind):
+        case += ", its state_dict()"
         state = {k: v.detach().clone() for k, v in hf.state_dict().items()}
-        case = _describe_model(config, batch, n, dtype) + ", its state_dict()"
         got = env().run("load_llama_weights", LOAD_SNIPPET,
                         inputs={"config": config, "dtype": dtype, "state": state, "ids": ids},
                         outputs=["logits", "loaded"], case=case, forbid=FORBID_LIBRARY,
-                        substitute=_substitutes("apply_rope", "RMSNorm", "SwiGLU", "GroupedQueryAttention",
-                                                "LlamaBlock", "Llama"))
-        out = _as_tensor("load_llama_weights", got["logits"], case)
-        ok = (out.shape == want.shape and torch.isfinite(out).all()
-              and bool(((out.double() - want.double()).abs() <= 1e-5 + 1e-5 * want.double().abs()).all()))
-        if not ok:
-            expected = _hf_to_course(state, config["n_heads"], config["n_kv_heads"], config["n_layers"])
+                        substitute={name: REFERENCE_SOURCE for name in ("apply_rope", "RMSNorm", "SwiGLU",
+                                                                        "GroupedQueryAttention", "LlamaBlock", "Llama")})
+        try:
+            expect_close("load_llama_weights", got["logits"], want, case=case, atol=1e-5, rtol=1e-5, what="logits")
+        except CheckFailed:
             loaded = got["loaded"] if isinstance(got["loaded"], dict) else {}
-            where, hint = _first_wrong(loaded, expected, config)
+            where, hint = _first_wrong(loaded, _course_weights(hf, config["n_heads"], config["n_kv_heads"]), config)
             if where:
                 raise CheckFailed(f"load_llama_weights: the logits differ from transformers' for {case}; the first "
-                                  f"parameter that is not what it should be: {where}.{hint}")
-        expect_close("load_llama_weights", out, want, case=case, atol=1e-5, rtol=1e-5, what="logits")
+                                  f"parameter that is not what it should be: {where}.{hint}") from None
+            raise
 
 
 def test_load_llama_weights():

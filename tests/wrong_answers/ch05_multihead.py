@@ -112,6 +112,9 @@ MHA_WITH_HELPERS = _variant(
 SPLIT_UNWRITTEN = '''def split_heads(x, n_heads):
     raise NotImplementedError()
 '''
+MERGE_UNWRITTEN = '''def merge_heads(x):
+    raise NotImplementedError()
+'''
 
 # ------------------------------------------------------------------ attention_params
 
@@ -167,9 +170,12 @@ WRONG_ANSWERS = [
      "replace": {"split_heads": SPLIT_UNWRITTEN, "MultiHeadAttention": MHA_WITH_HELPERS},
      "says": "not attempted yet",
      "loses": ["test_split_heads"]},
-    {"why": "merge_heads reshapes without transposing back",
-     "replace": {"merge_heads": MERGE_NO_PERMUTE},
-     "says": "Swap the heads and n axes back first", "loses": ["test_merge_heads"]},
+    # merge_heads is an ungraded warm-up: a wrong or unwritten one costs nothing, even where a later visible test
+    # raises inside it (the hidden tests, with the notebook's merge_heads, decide that cell)
+    {"why": "merge_heads (the warm-up) reshapes without transposing back",
+     "replace": {"merge_heads": MERGE_NO_PERMUTE}, "loses": []},
+    {"why": "merge_heads (the warm-up) not written yet, used by an otherwise correct MultiHeadAttention",
+     "replace": {"merge_heads": MERGE_UNWRITTEN, "MultiHeadAttention": MHA_WITH_HELPERS}, "loses": []},
     # MultiHeadAttention
     {"why": "ignores bias=False (always creates biases)",
      "replace": {"MultiHeadAttention": MHA_IGNORES_BIAS},
@@ -206,12 +212,12 @@ WRONG_ANSWERS = [
     # attention_params
     {"why": "counts 4 * d_model**2 per layer (assumes n_heads * d_head == d_model)",
      "replace": {"attention_params": PARAMS_D_MODEL_SQUARED},
-     "says": "need not equal d_model", "loses": ["test_attention_params"]},
+     "says": "d_model need not equal n_heads * d_head", "loses": ["test_attention_params"]},
     {"why": "forgets W_O's bias",
      "replace": {"attention_params": PARAMS_BIAS_NO_W_O},
-     "says": "32 bias parameters", "loses": ["test_attention_params_bias"]},
+     "says": "32 bias parameters", "loses": ["test_attention_params"]},
     {"why": "shortcut: counts an nn.MultiheadAttention's parameters",
      "replace": {"attention_params": PARAMS_SHORTCUT},
      "says": "calls torch.nn.MultiheadAttention",
-     "loses": ["test_attention_params", "test_attention_params_bias"]},
+     "loses": ["test_attention_params"]},
 ]
