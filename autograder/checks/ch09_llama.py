@@ -17,6 +17,8 @@ from .sources import definition, solution
 from . import CheckFailed, env, expect_close, expect_type
 
 FORBID_LIBRARY = ["transformers.*"]
+# the references, imported by the grader while the learner's cells run (grading._preload_checks)
+PRELOAD = ["transformers.models.llama.modeling_llama"]
 FORBID_RMSNORM = FORBID_LIBRARY + ["torch*rms_norm*", "torch.nn.modules.normalization.RMSNorm*"]
 FORBID_ATTENTION = FORBID_LIBRARY + [
     "torch._C._nn.scaled_dot_product_attention",
