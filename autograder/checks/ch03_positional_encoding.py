@@ -116,25 +116,6 @@ def test_rotation_matrix_blocks():
                         "Raise ValueError for odd d, as positional_encoding does.")
 
 
-# --------------------------------------------------------------------------------------------- add_positional_encoding
-
-def _expect_pe_added(seeds_and_shapes, hint):
-    expect_cases("add_positional_encoding", [(f"X of shape {shape}", (rng(seed).normal(size=shape),))
-                                             for seed, shape in seeds_and_shapes],
-                 lambda X: X + _reference_pe(*X.shape[-2:]), atol=1e-9, hint=hint, substitute=SUBSTITUTE)
-
-
-def test_add_positional_encoding():
-    """X of shape (n, d): X + PE[:n]; atol 1e-9."""
-    _expect_pe_added([(31, (5, 8)), (32, (12, 6)), (33, (1, 4))], "n and d are the last two axes of X: X.shape[-2:].")
-
-
-def test_add_positional_encoding_batch():
-    """X of shape (batch, n, d): the same PE[:n] added to every sequence; atol 1e-9."""
-    _expect_pe_added([(41, (3, 5, 8)), (42, (2, 9, 4)), (43, (1, 3, 6))],
-                     "Build PE for n = X.shape[-2], d = X.shape[-1] and let broadcasting add it to every sequence.")
-
-
 # --------------------------------------------------------------------------------------------- pe_similarity
 
 def _closed_form_similarity(n, d, base=10000):
@@ -146,7 +127,8 @@ def test_pe_similarity():
     expect_cases("pe_similarity", [(f"n={n}, d={d}, base={base}", (n, d), {} if base == 10000 else {"base": base})
                                    for n, d, base in [(6, 4, 10000), (20, 16, 10000), (50, 128, 10000), (15, 8, 100)]],
                  _closed_form_similarity, atol=1e-9, rtol=1e-9, substitute=SUBSTITUTE,
-                 hint="S = PE @ PE.T for PE of shape (n, d): an (n, n) matrix, S[p, q] = PE[p] · PE[q].")
+                 hint="S[p, q] = PE[p] · PE[q] sums over the d columns: an (n, n) matrix (a sum over the positions "
+                      "compares frequencies instead).")
 
 
 # --------------------------------------------------------------------------------------------- learned_position_lookup

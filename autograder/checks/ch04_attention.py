@@ -244,7 +244,8 @@ def test_self_attention():
         case = f"X {X.shape}, W_q {W_q.shape}, W_k {W_k.shape}, W_v {W_v.shape}"
         output, weights = _call_pair("self_attention", case, X, W_q, W_k, W_v)
         want_out, want_w = _reference_attention(X @ W_q, X @ W_k, X @ W_v)
-        hint = "Row vectors: Q = X @ W_q, K = X @ W_k, V = X @ W_v, then scaled_dot_product_attention(Q, K, V, mask)."
+        hint = ("Queries, keys and values each have one row per token, projected by W_q, W_k and W_v respectively; "
+                "which side of X must each matrix go for those shapes?")
         expect_close("self_attention", weights, want_w, atol=ATOL, rtol=RTOL, case=case, what="weights", hint=hint)
         expect_close("self_attention", output, want_out, atol=ATOL, rtol=RTOL, case=case, what="outputs", hint=hint)
 
@@ -261,4 +262,5 @@ def test_self_attention_mask():
         masked_weights_are_zero("self_attention", weights, mask, case, "Pass `mask` on to your attention.")
         rows_sum_to_one("self_attention", weights, case, "Pass `mask` on; don't zero weights after the softmax.")
         expect_close("self_attention", output, np.asarray(weights, dtype=float) @ (X @ W_v), atol=ATOL, rtol=RTOL,
-                     case=case, what="outputs", hint="The output is the returned weights times V = X @ W_v.")
+                     case=case, what="outputs", hint="The output mixes the values (X projected by W_v) with the "
+                                                     "returned weights.")
