@@ -285,7 +285,7 @@ WRONG_ANSWERS = [
             "def self_attention(X, W_q, W_k, W_v, mask=None):\n"
             "    return scaled_dot_product_attention(X @ W_q, X @ W_q, X @ W_v, mask=mask)\n"
         )},
-        "says": "X @ W_k",
+        "says": "which side of X",
         "loses": ["test_self_attention"],
     },
     {
