@@ -131,8 +131,8 @@ def boolean_index(ename, evalue, frame: Frame, source: str = "", **_) -> str | N
     if not (told or (indexed and is_shape_error(ename, evalue))):
         return None
     return ("indexing with a boolean mask lines it up with the array's first axes and returns the picked values "
-            "flattened to 1-D; keep the shape with np.where(mask, scores, -np.inf) (or scores.masked_fill(~mask, "
-            "float('-inf')) in torch), which broadcasts the mask over the batch axes.")
+            "flattened to 1-D; the scores must keep their shape, with -inf where the mask is False: an element-wise "
+            "choice between two values, which broadcasts the mask over the batch axes.")
 
 
 def loop_over_batch(ename, evalue, frame: Frame, frames=(), source: str = "", exercise: str = "", **_) -> str | None:
