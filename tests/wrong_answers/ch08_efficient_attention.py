@@ -8,8 +8,7 @@ WRONG_ANSWERS = [
             "def fit_loglog_slope(ns, costs):\n"
             "    return float(np.polyfit(np.asarray(ns, dtype=float), np.asarray(costs, dtype=float), 1)[0])\n"
         )},
-        "says": "Fit a line to (log n, log cost)",
-        "loses": ["test_fit_loglog_slope"],
+        "loses": [],  # a warm-up: ungraded, so a wrong one costs nothing
     },
     {
         "why": "mixes logarithms: log10 for n, natural log for the cost",
@@ -19,8 +18,7 @@ WRONG_ANSWERS = [
             "    y = np.log(np.asarray(costs, dtype=float))\n"
             "    return float(np.polyfit(x, y, 1)[0])\n"
         )},
-        "says": "got 4.605170185988091. Fit a line to (log n, log cost)",
-        "loses": ["test_fit_loglog_slope"],
+        "loses": [],  # a warm-up: ungraded, so a wrong one costs nothing
     },
     # ---------------------------------------------------------------- attention_memory_bytes
     {
@@ -29,8 +27,7 @@ WRONG_ANSWERS = [
             "def attention_memory_bytes(n, d, heads, dtype):\n"
             "    return int(heads * (n * n + 4 * n * d) * 4)\n"
         )},
-        "says": "Did you use 2 bytes per float16 element?",
-        "loses": ["test_attention_memory_bytes"],
+        "loses": [],  # a warm-up: ungraded, so a wrong one costs nothing
     },
     {
         "why": "counts one n x n matrix for all heads together",
@@ -40,8 +37,7 @@ WRONG_ANSWERS = [
             "        dtype = getattr(torch, dtype)\n"
             "    return int((n * n + 4 * heads * n * d) * dtype.itemsize)\n"
         )},
-        "says": "Every head has its own 10 × 10 weight matrix",
-        "loses": ["test_attention_memory_bytes"],
+        "loses": [],  # a warm-up: ungraded, so a wrong one costs nothing
     },
     # ---------------------------------------------------------------- KVCache
     {
@@ -67,8 +63,7 @@ WRONG_ANSWERS = [
             "    def get(self):\n"
             "        return self.k, self.v\n"
         )},
-        "says": "Sizes of tensors must match except in dimension 3",
-        "loses": ["test_KVCache"],
+        "loses": [],  # a warm-up: ungraded, so a wrong one costs nothing
     },
     {
         "why": "keeps the chunks in class-level lists, so every cache shares them",
@@ -91,8 +86,26 @@ WRONG_ANSWERS = [
             "            return None, None\n"
             "        return torch.cat(self.ks, dim=2), torch.cat(self.vs, dim=2)\n"
         )},
-        "says": "Sizes of tensors must match except in dimension 2",
-        "loses": ["test_KVCache"],
+        "loses": [],  # a warm-up: ungraded, so a wrong one costs nothing
+    },
+    {
+        "why": "the KVCache warm-up left unwritten: the cache's visible uses are skipped, hidden tests use a reference",
+        "replace": {"KVCache": (
+            "class KVCache:\n"
+            "    def __init__(self):\n"
+            "        raise NotImplementedError()\n"
+            "\n"
+            "    @property\n"
+            "    def length(self):\n"
+            "        raise NotImplementedError()\n"
+            "\n"
+            "    def append(self, k_new, v_new):\n"
+            "        raise NotImplementedError()\n"
+            "\n"
+            "    def get(self):\n"
+            "        raise NotImplementedError()\n"
+        )},
+        "loses": [],  # a warm-up: ungraded, and no later exercise is charged for it
     },
     # ---------------------------------------------------------------- attend_with_cache
     {
@@ -133,7 +146,7 @@ WRONG_ANSWERS = [
             "    scores = scores.masked_fill(~allowed, float('-inf'))\n"
             "    return torch.softmax(scores, dim=-1) @ v\n"
         )},
-        "says": "Shift the causal mask by the positions cached before",
+        "says": "query i sits at position",  # the visible hint, or the hidden one where a wrong KVCache skips it
         "loses": ["test_attend_with_cache", "test_attend_with_cache_prefill"],
     },
     {
@@ -296,8 +309,7 @@ WRONG_ANSWERS = [
             "        dtype = getattr(torch, dtype)\n"
             "    return int(n_layers * batch * n_kv_heads * seq_len * d_head * dtype.itemsize)\n"
         )},
-        "says": "holds a key and a value: 8 bytes; got 4",
-        "loses": ["test_kv_cache_bytes"],
+        "loses": [],  # a warm-up: ungraded, so a wrong one costs nothing
     },
     # ---------------------------------------------------------------- apply_rope
     {
