@@ -10,6 +10,7 @@ differ or none was given). This module imports no nbgrader, so that the kernel c
 from __future__ import annotations
 
 import functools
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -169,11 +170,20 @@ class Prestarted:
 def prestart(settings: KernelSettings, scratch_root: str = "") -> Prestarted:
     """Start a kernel now, without waiting for it to be ready: the caller goes on while it boots."""
     km = manager(work_folder(scratch_root), settings)
+    # nbgrader's Execute sets this around the kernel it starts, and notebooks read it (chapter 7 skips its training
+    # while graded); the kernel inherits it through sandbox.PASSED_THROUGH
+    previous = os.environ.get("NBGRADER_EXECUTION")
+    os.environ["NBGRADER_EXECUTION"] = "autograde"
     try:
         run_sync(km.start_kernel)()
     except BaseException:
         discard(km)
         raise
+    finally:
+        if previous is None:
+            del os.environ["NBGRADER_EXECUTION"]
+        else:
+            os.environ["NBGRADER_EXECUTION"] = previous
     return Prestarted(km)
 
 

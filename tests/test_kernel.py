@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from jupyter_core.utils import run_sync
+
 from autograder import kernel, sandbox
 from autograder.course import chapter
 from autograder.grading import SubmissionError, grade_one
@@ -42,6 +44,24 @@ def test_check_adopts_the_prestarted_kernel(tmp_path, monkeypatch):
     assert result.score == result.max_score > 0, result.tests
     assert len(made) == 1, f"{len(made)} kernels made: the prestarted one was not adopted"
     assert gone(made[0]), "the adopted kernel's folder or processes outlived the grading"
+
+
+def test_the_prestarted_kernel_knows_it_is_graded():
+    """Notebooks read NBGRADER_EXECUTION (chapter 7 skips its training while graded), which nbgrader sets around the
+    kernels it starts: a kernel started ahead of nbgrader gets it too."""
+    started = kernel.prestart(kernel.settings_for(CH, memory=MEMORY, sandboxed=True))
+    km = started.take(started._km.settings)
+    client = km.client()
+    client.start_channels()
+    try:
+        run_sync(client.wait_for_ready)(timeout=60)
+        printed = []
+        run_sync(client.execute_interactive)("import os; print(os.environ.get('NBGRADER_EXECUTION'))", timeout=60,
+                                             output_hook=lambda m: printed.append(m["content"].get("text", "")))
+        assert "".join(printed).strip() == "autograde"
+    finally:
+        client.stop_channels()
+        kernel.discard(km)
 
 
 def test_a_kernel_with_other_settings_is_stopped_not_used(tmp_path, monkeypatch):
