@@ -37,11 +37,12 @@ SHIM_SOURCE = Path(kernel_shim.__file__).read_text()
 
 @functools.lru_cache(maxsize=None)
 def _shim_code() -> str:
-    """The shim and its call, compiled here once and sent marshalled (base64) with every request: the kernel (the
-    same interpreter) loads it in microseconds instead of compiling 250 lines each time, and still gets it fresh
-    from the grader on each request."""
+    """The shim and its call, compiled here once and sent marshalled (zlib, base64: 13 KB) with every request: the
+    kernel (the same interpreter) loads it in microseconds instead of compiling 250 lines each time, and still gets
+    it fresh from the grader on each request."""
     program = SHIM_SOURCE + "\nmain(_ag_request, _ag_nonce, _ag_user_ns)\n"
-    return base64.b64encode(marshal.dumps(compile(program, "<autograder shim>", "exec"))).decode("ascii")
+    code = marshal.dumps(compile(program, "<autograder shim>", "exec"))
+    return base64.b64encode(zlib.compress(code, 9)).decode("ascii")
 MAX_ANSWER_BYTES = 64 * 2**20
 # A request this large travels zlib-compressed when that pays: a cell's code crosses ZMQ twice (the kernel echoes it),
 # is parsed twice (the cell, then the program in it), and ipykernel hashes it in pure Python (about a second per MB).
@@ -231,7 +232,8 @@ class KernelEnv(Env):
             if len(zlib.compress(sample, 1)) < len(sample) // 4:
                 blob = base64.b64encode(zlib.compress(payload.encode(), 1)).decode("ascii")
                 argument = f"__import__('zlib').decompress(__import__('base64').b64decode({blob!r})).decode()"
-        return (f"exec(__import__('marshal').loads(__import__('base64').b64decode({_shim_code()!r})), "
+        return (f"exec(__import__('marshal').loads(__import__('zlib').decompress(__import__('base64').b64decode("
+                f"{_shim_code()!r}))), "
                 f"{{'_ag_user_ns': globals(), '__name__': '_autograder_shim', '_ag_request': {argument}, "
                 f"'_ag_nonce': {nonce!r}}})")
 

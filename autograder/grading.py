@@ -320,6 +320,23 @@ def _preload_checks(chapter: Chapter) -> None:
     threading.Thread(target=load, name="preload-checks", daemon=True).start()
 
 
+def _preloading_at_first_code_cell(chapter: Chapter, on_cell):
+    """`on_cell`, which first starts `_preload_checks` when the kernel is given its first code cell: the kernel is
+    then busy with the notebook's imports while this process waits. Earlier, the imports (seconds of CPU from chapter
+    5 on) would compete for the interpreter with nbgrader's setup of the grading."""
+    started = False
+
+    def hook(index, count, cell):
+        nonlocal started
+        if not started and cell.cell_type == "code":
+            started = True
+            _preload_checks(chapter)
+        if on_cell is not None:
+            on_cell(index, count, cell)
+
+    return hook
+
+
 @contextlib.contextmanager
 def _scratch_gradebooks():
     """The gradebooks graded in are throwaway copies: SQLite need not wait for the disk on each of nbgrader's many
@@ -400,10 +417,9 @@ def _grade_one(chapter, notebook, *, template, workdir, student, time_limit, mem
     submitted.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, submitted / f"{chapter.name}.ipynb")
     config = grading_config(root, chapter, student, time_limit=time_limit, memory=memory, sandbox=sandbox,
-                            scratch_root=scratch_root, on_cell=on_cell)
+                            scratch_root=scratch_root, on_cell=_preloading_at_first_code_cell(chapter, on_cell))
     config.SandboxedExecute.prestarted = kernel
     coursedir = CourseDirectory(config=config)
-    _preload_checks(chapter)
     try:
         with quiet_logs(), _scratch_gradebooks():
             Autograde(coursedir=coursedir, config=config).start()

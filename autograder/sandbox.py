@@ -77,6 +77,11 @@ KERNEL_LAUNCH = (
     "        return len(string)\n"
     "    return capped_write\n"
     "iostream.OutStream.write = _capped(iostream.OutStream.write)\n"
+    # ipykernel's compiler names each cell after a pure-Python hash of its text, for its debugger (never used here):
+    # 8 ms for each grader request (a 28 KB cell). IPython's own names it by sha1; tracebacks still say "Cell In[N]".
+    "from IPython.core.compilerop import CachingCompiler\n"
+    "from ipykernel.compiler import XCachingCompiler\n"
+    "XCachingCompiler.get_code_name = CachingCompiler.get_code_name\n"
     "kernelapp.launch_new_instance()\n"
 )
 ETC_FILES = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "fonts", "localtime", "alternatives", "mime.types",
@@ -174,11 +179,7 @@ def kernel_command(connection_file: str, *, workdir: Path, memory: int, data: di
     characters a stream keeps per request in the kernel (64 times that stops the cell)."""
     workdir = Path(workdir)
     launch = KERNEL_LAUNCH.replace("OUTPUT_CAP", str(int(output_cap))).replace("OUTPUT_STOP", str(64 * int(output_cap)))
-    # ipykernel's own compiler names each cell after a pure-Python hash of its text, for its debugger (never used
-    # here): a millisecond per grader request (a 11 KB cell). IPython's compiler names it by sha1; tracebacks still
-    # say "Cell In[N]".
-    python = [sys.executable, "-c", preamble + "\n" + launch, "-f", connection_file,
-              "--IPythonKernel.compiler_class=IPython.core.compilerop.CachingCompiler"]
+    python = [sys.executable, "-c", preamble + "\n" + launch, "-f", connection_file]
     outer = [sys.executable, "-S", __file__, "--workdir", str(workdir), "--memory", str(memory),
              "--owner", str(os.getpid())]
     if not sandbox:  # no tmpfs to give it: a home folder on disk, in the work folder removed after grading

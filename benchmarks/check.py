@@ -10,8 +10,9 @@ cells), run several times in one go, the three ways interleaved so that a busy m
               change to solutions/; the first, cold one is timed once and shown apart).
   (c) nbgrader plain `nbgrader autograde` of the same file in a course folder prepared beforehand.
 
-Each is a fresh process. Wall time, and CPU time (user + sys) of every process it started, kernels included: the
-benchmark is a child subreaper, so a kernel orphaned by its launcher is still reaped, and counted, here.
+Each is a fresh process. Wall time, and CPU time of every process it started, kernels included: counted by a cpuacct
+cgroup the command starts in (where this process may make one), since rusage misses a kernel killed with its cgroup
+before its parent waited for it; else rusage, the benchmark being a child subreaper that reaps orphaned kernels.
 Two more variants of (b) run in the same loop, for measurement only, to price two protections: without the kernel's
 shortcut tripwires (autograder.tripwires, armed before ipykernel starts), and with --no-sandbox. Then one more run
 of (b) with timestamps on its phases: where the seconds go.
@@ -65,12 +66,40 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+CPUACCT = Path("/sys/fs/cgroup/cpuacct")
+
+
+def _cpu_group() -> Path | None:
+    """A cgroup (v1 cpuacct) that the measured commands start in, when this process may make one. It counts the CPU
+    of every process they start, kernels included: rusage misses a process killed with its cgroup before its parent
+    could wait for it, as `check` kills the learner's kernel when it is done."""
+    try:
+        own = next(line.split(":", 2)[2].strip() for line in Path("/proc/self/cgroup").read_text().splitlines()
+                   if "cpuacct" in line.split(":", 2)[1].split(","))
+        group = CPUACCT / own.lstrip("/") / f"bench-check-{os.getpid()}"
+        group.mkdir(exist_ok=True)
+        (group / "cpuacct.usage").read_text()
+        return group
+    except (OSError, StopIteration, IndexError):
+        return None
+
+
+CPU_GROUP = None  # set in main()
+
+
+def _group_cpu() -> float:
+    return int((CPU_GROUP / "cpuacct.usage").read_text()) / 1e9
+
+
 def timed(command: list[str], *, cwd: Path, env: dict | None = None) -> tuple[float, float, str]:
     """(wall s, CPU s of the process and all its descendants, stdout) of one command, which must succeed."""
-    cpu0, start = _children_cpu(), time.perf_counter()
-    proc = subprocess.run(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    group = CPU_GROUP
+    enter = (lambda: (group / "cgroup.procs").write_text("0")) if group else None
+    cpu0, start = (_group_cpu() if group else _children_cpu()), time.perf_counter()
+    proc = subprocess.run(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          preexec_fn=enter)
     _reap_orphans()
-    wall, cpu = time.perf_counter() - start, _children_cpu() - cpu0
+    wall, cpu = time.perf_counter() - start, (_group_cpu() if group else _children_cpu()) - cpu0
     if proc.returncode != 0:
         raise SystemExit(f"failed ({proc.returncode}): {' '.join(command)}\n{proc.stderr[-3000:]}")
     return wall, cpu, proc.stdout
@@ -347,11 +376,23 @@ def main() -> int:
         return check_without_tripwires(args.check_without_tripwires)
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    global CPU_GROUP
+    CPU_GROUP = _cpu_group()
     print(f"cores: {os.cpu_count()}  load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print("CPU time: " + (f"the cpuacct cgroup the commands run in ({CPU_GROUP})" if CPU_GROUP else
+                          "rusage of the children (no cpuacct cgroup here: a killed kernel's CPU may be missed)"))
     met = True
-    with tempfile.TemporaryDirectory(prefix="bench-check-") as tmp:
-        for name in args.chapters:
-            met &= report(bench_chapter(name, args.runs, Path(tmp)), args.runs)
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench-check-") as tmp:
+            for name in args.chapters:
+                met &= report(bench_chapter(name, args.runs, Path(tmp)), args.runs)
+    finally:
+        if CPU_GROUP is not None:
+            _reap_orphans()
+            try:
+                CPU_GROUP.rmdir()
+            except OSError:
+                pass
     print(f"\nload average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print("goal met (median ratios)" if met else "goal NOT met (median ratios)")
     return 0

@@ -1,4 +1,4 @@
-"""The hidden checks' own references agree with PyTorch's, where a check computes its reference without torch.
+"""The hidden checks' own references agree with the libraries', where a check computes its reference without them.
 
 Chapter 4 grades a NumPy chapter and keeps torch out of the grader (importing it costs more CPU than the whole check);
 the NumPy references it uses (`autograder/checks/references.py`) are pinned to `torch.softmax` and
@@ -48,3 +48,17 @@ def test_ch04_attention_reference_is_torchs(lead, n_q, n_k, d_k, d_v, scale, kin
     np.testing.assert_allclose(got_output, output.numpy(), rtol=1e-10, atol=1e-12)
     if mask is not None:
         assert np.all(got_weights[np.broadcast_to(~mask, got_weights.shape)] == 0.0)
+
+
+def test_ch07_nucleus_reference_is_transformers():
+    """Chapter 7's top-p check judges by its own `_nucleus` (transformers would be the larger part of the grader's
+    CPU); here it must keep exactly the tokens transformers' TopPLogitsWarper keeps, on the check's own cases."""
+    from transformers.generation.logits_process import TopPLogitsWarper
+
+    from autograder.checks import ch07_training as checks
+
+    for seed, shape, p, dtype, scale in checks.TOP_P_CASES:
+        logits = checks._random_logits(seed, shape, scale, p, dtype)
+        flat = logits.double().reshape(-1, logits.shape[-1])
+        want = torch.isfinite(TopPLogitsWarper(top_p=p)(None, flat)).reshape(logits.shape)
+        assert torch.equal(checks._nucleus(torch.softmax(logits.double(), -1), p), want), (seed, shape, p)
