@@ -218,10 +218,10 @@ WRONG_ANSWERS = [
      "loses": ["test_influence_curve", "test_influence_curve_tiny"]},
     # pairwise_scores
     {"why": "forgets the 1/sqrt(d) scale", "replace": {"pairwise_scores": SCORES_NO_SCALE},
-     "says": "Divide X X^T by sqrt(d) = 2",
+     "says": "These are the plain dot products: the scores are scaled by 1/sqrt(d) = 1/2",
      "loses": ["test_pairwise_scores", "test_pairwise_scores_batch"]},
     {"why": "divides by d instead of sqrt(d)", "replace": {"pairwise_scores": SCORES_DIVIDE_BY_D},
-     "says": "got [0.25 0.5  1.  ]",
+     "says": "got [0.25 0.5  1.  ]. This is scaled by 1/d = 1/4",
      "loses": ["test_pairwise_scores", "test_pairwise_scores_batch"]},
     {"why": "X.T reverses every axis of a batch", "replace": {"pairwise_scores": SCORES_DOT_T},
      "says": "X.T reverses every axis of X (2, 5, 3)",
