@@ -299,7 +299,7 @@ WRONG_ANSWERS = [
             "    e = np.exp(z - z.max(axis=-1, keepdims=True))\n"
             "    return e / e.sum(axis=-1, keepdims=True)\n"
         )},
-        "says": "Divide by T",
+        "says": "That is the softmax of the logits times T; the formula divides by T",
         "loses": ["test_softmax_with_temperature"],
     },
     {
