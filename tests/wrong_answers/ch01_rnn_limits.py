@@ -206,9 +206,9 @@ WRONG_ANSWERS = [
     # influence_curve
     {"why": "forgets the tanh derivative (a linear RNN's Jacobian)",
      "replace": {"influence_curve": CURVE_NO_TANH_DERIVATIVE},
-     "says": "Include the tanh derivative", "loses": ["test_influence_curve"]},
+     "says": "These norms leave out the tanh derivative", "loses": ["test_influence_curve"]},
     {"why": "spectral norm instead of the Frobenius norm", "replace": {"influence_curve": CURVE_SPECTRAL_NORM},
-     "says": "use the Frobenius norm",
+     "says": "These are spectral norms (largest singular values); the curve uses the Frobenius norm",
      "loses": ["test_influence_curve", "test_influence_curve_tiny"]},
     {"why": "stops when the influence drops below 1e-12 and leaves zeros",
      "replace": {"influence_curve": CURVE_STOPS_EARLY},
