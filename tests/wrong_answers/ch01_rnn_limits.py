@@ -188,7 +188,7 @@ WRONG_ANSWERS = [
      "loses": ["test_rnn_forward", "test_rnn_forward_batch"]},
     # jacobian_first_to_last
     {"why": "multiplies by W_hh instead of W_hh^T", "replace": {"jacobian_first_to_last": JAC_W_HH_NOT_TRANSPOSED},
-     "says": "with W_hh transposed",
+     "says": "This is the product with W_hh itself; for row vectors the chain rule has it with W_hh transposed",
      "loses": ["test_jacobian_first_to_last", "test_jacobian_first_to_last_batch"]},
     {"why": "pairs each W_hh^T with the previous step's tanh derivative",
      "replace": {"jacobian_first_to_last": JAC_WRONG_ORDER},
