@@ -94,7 +94,8 @@ def test_rnn_forward_batch():
     """A batch of sequences (batch, n, d_in) against torch.nn.RNN(batch_first=True)."""
     expect_cases("rnn_forward", _forward_cases([(41, (3,), 5, 4, 6), (42, (7,), 2, 3, 3), (43, (1,), 9, 2, 4)]),
                  _torch_forward, atol=ATOL, rtol=RTOL, forbid=FORBID, substitute=SUB_STEP,
-                 hint="Time is axis -2: take X[..., t, :], and stack the states along axis -2.")
+                 hint="In a batch, time is axis -2, not the first axis: step through the tokens of every sequence at "
+                      "once, and stack the states back along the time axis.")
 
 
 # ---- Exercises 3 and 4: jacobian_first_to_last, influence_curve (H from torch.nn.RNN, truth from jacfwd)
@@ -119,8 +120,8 @@ def test_jacobian_first_to_last_batch():
     _expect_from_states("jacobian_first_to_last",
                         [(61, (3,), 4, 2, 5, 1.5), (62, (2,), 7, 3, 3, 1.5), (63, (4,), 1, 4, 2, 1.5)],
                         lambda J: J[..., -1, :, :], TIGHT,
-                        "Each sequence has its own diag(1 - h_t^2): scale rows with (1 - h**2)[..., :, None] rather "
-                        "than np.diag, and multiply with @ so batch dimensions pass through.")
+                        "Each sequence has its own diag(1 - h_t^2): scale row i of each sequence's matrix by that "
+                        "sequence's own (1 - h_t^2)[i], and use products that keep the batch dimensions in front.")
 
 
 SUB_JACOBIAN = {"jacobian_first_to_last": solution("01", "jacobian_first_to_last")}
@@ -181,5 +182,5 @@ def test_pairwise_scores_batch():
     """Leading dimensions (batch, n, d) and (2, 3, n, d): one product per sequence, no mixing across the batch."""
     expect_cases("pairwise_scores", _score_cases([(3, 5, 4), (2, 3, 4, 6), (1, 7, 2)], (101, 102, 103)),
                  _torch_scores, atol=ATOL, rtol=RTOL, forbid=FORBID,
-                 hint="Entry [..., i, j] is x_i . x_j / sqrt(d). X.T reverses every axis: transpose only the "
-                      "last two, so that batch dimensions stay in front.")
+                 hint="Entry [..., i, j] is x_i . x_j / sqrt(d) within one sequence: sequences are never mixed, and "
+                      "the batch dimensions stay in front.")

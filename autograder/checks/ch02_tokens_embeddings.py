@@ -155,7 +155,8 @@ def test_bpe_train():
 def test_bpe_train_ties():
     _expect_merges([("ba ab xba xab", 2), ("ba ab cba cab cd ecd", 3), ("나다 가나 나다라 가나라 xy xyz", 2)]
                    + _cases("tie"), True,
-                   "Among pairs with the same count, take the smallest pair (left, right) in Python's tuple order.")
+                   "Among pairs with the same count, take the smallest pair (left, right): left first, then right, "
+                   "as strings by code point.")
 
 
 def test_bpe_train_stops():
@@ -309,4 +310,5 @@ def test_softmax_with_temperature_stability():
         case = f"logits of shape {shape} around {shift:g}, T=1.0"
         got = env().call("softmax_with_temperature", x, 1.0, case=case, forbid=FORBID_SOFTMAX)
         expect_close("softmax_with_temperature", got, _torch_softmax_t(held_as(got, x)), case=case, **TOL,
-                     hint="Subtract the maximum along the last axis before exp: exp(1000) overflows.")
+                     hint="exp(1000) overflows: shift each row of logits by a number that cancels in the ratio "
+                          "and keeps every exponent of that row <= 0.")

@@ -75,7 +75,8 @@ def test_positional_encoding_base():
 def test_positional_encoding_odd_d():
     for n, d in [(4, 7), (3, 1)]:
         _raises_value_error("positional_encoding", f"positional_encoding({n}, {d})", f"n={n}, d={d} (odd d)",
-                            "Check `d % 2` first and raise ValueError: sin/cos come in pairs.")
+                            "An odd d has to be refused with a ValueError before anything is computed: "
+                            "sin/cos come in pairs.")
 
 
 # --------------------------------------------------------------------------------------------- rotation_matrix

@@ -41,7 +41,7 @@ def _call_pair(exercise, case, *args, weights_shape=None, hint="", **kwargs):
     """Call an attention exercise; demand (output, weights), the weights an ndarray of `weights_shape` if given."""
     got = env().call(exercise, *args, case=case, forbid=FORBID_ATTENTION,
                      substitute=SUB_SELF if exercise == "self_attention" else SUB_SDPA, **kwargs)
-    output, weights = expect_pair(got, exercise, case, hint="Return both: `return output, weights`.")
+    output, weights = expect_pair(got, exercise, case, hint="Return the pair (output, weights), in that order.")
     if weights_shape is not None:
         expect_type(exercise, weights, "ndarray", case, hint)
         expect_shape(exercise, weights, weights_shape, case, hint)

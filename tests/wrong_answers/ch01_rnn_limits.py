@@ -188,7 +188,7 @@ WRONG_ANSWERS = [
      "loses": ["test_rnn_forward", "test_rnn_forward_batch"]},
     # jacobian_first_to_last
     {"why": "multiplies by W_hh instead of W_hh^T", "replace": {"jacobian_first_to_last": JAC_W_HH_NOT_TRANSPOSED},
-     "says": "with W_hh transposed",
+     "says": "This is the product with W_hh itself; for row vectors the chain rule has it with W_hh transposed",
      "loses": ["test_jacobian_first_to_last", "test_jacobian_first_to_last_batch"]},
     {"why": "pairs each W_hh^T with the previous step's tanh derivative",
      "replace": {"jacobian_first_to_last": JAC_WRONG_ORDER},
@@ -206,9 +206,9 @@ WRONG_ANSWERS = [
     # influence_curve
     {"why": "forgets the tanh derivative (a linear RNN's Jacobian)",
      "replace": {"influence_curve": CURVE_NO_TANH_DERIVATIVE},
-     "says": "Include the tanh derivative", "loses": ["test_influence_curve"]},
+     "says": "These norms leave out the tanh derivative", "loses": ["test_influence_curve"]},
     {"why": "spectral norm instead of the Frobenius norm", "replace": {"influence_curve": CURVE_SPECTRAL_NORM},
-     "says": "use the Frobenius norm",
+     "says": "These are spectral norms (largest singular values); the curve uses the Frobenius norm",
      "loses": ["test_influence_curve", "test_influence_curve_tiny"]},
     {"why": "stops when the influence drops below 1e-12 and leaves zeros",
      "replace": {"influence_curve": CURVE_STOPS_EARLY},
@@ -218,10 +218,10 @@ WRONG_ANSWERS = [
      "loses": ["test_influence_curve", "test_influence_curve_tiny"]},
     # pairwise_scores
     {"why": "forgets the 1/sqrt(d) scale", "replace": {"pairwise_scores": SCORES_NO_SCALE},
-     "says": "Divide X X^T by sqrt(d) = 2",
+     "says": "These are the plain dot products: the scores are scaled by 1/sqrt(d) = 1/2",
      "loses": ["test_pairwise_scores", "test_pairwise_scores_batch"]},
     {"why": "divides by d instead of sqrt(d)", "replace": {"pairwise_scores": SCORES_DIVIDE_BY_D},
-     "says": "got [0.25 0.5  1.  ]",
+     "says": "got [0.25 0.5  1.  ]. This is scaled by 1/d = 1/4",
      "loses": ["test_pairwise_scores", "test_pairwise_scores_batch"]},
     {"why": "X.T reverses every axis of a batch", "replace": {"pairwise_scores": SCORES_DOT_T},
      "says": "X.T reverses every axis of X (2, 5, 3)",

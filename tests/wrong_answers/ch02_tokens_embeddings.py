@@ -120,13 +120,13 @@ WRONG_ANSWERS = [
     {
         "why": "breaks ties by first occurrence (max with key=dict.get) instead of the smallest pair",
         "replace": {"bpe_train": _bpe_train(pick="best = max(pair_counts, key=pair_counts.get)")},
-        "says": "Break ties with min() over the tied pairs",
+        "says": "Among tied pairs take the smallest",
         "loses": ["test_bpe_train_ties"],
     },
     {
         "why": "breaks ties by the largest pair instead of the smallest",
         "replace": {"bpe_train": _bpe_train(pick="best = max(p for p, c in pair_counts.items() if c == top)")},
-        "says": "Break ties with min() over the tied pairs",
+        "says": "Among tied pairs take the smallest",
         "loses": ["test_bpe_train_ties"],
     },
     {
@@ -299,7 +299,7 @@ WRONG_ANSWERS = [
             "    e = np.exp(z - z.max(axis=-1, keepdims=True))\n"
             "    return e / e.sum(axis=-1, keepdims=True)\n"
         )},
-        "says": "Divide by T",
+        "says": "That is the softmax of the logits times T; the formula divides by T",
         "loses": ["test_softmax_with_temperature"],
     },
     {
@@ -320,7 +320,7 @@ WRONG_ANSWERS = [
             "    e = np.exp(np.asarray(logits, float) / T)\n"
             "    return e / e.sum(axis=-1, keepdims=True)\n"
         )},
-        "says": "Subtract the maximum before exp",
+        "says": "exp(1000) overflows: shift each row",
         "loses": ["test_softmax_with_temperature_stability"],
     },
     {

@@ -143,7 +143,7 @@ WRONG_ANSWERS = [
      "loses": ["test_positional_encoding_base"]},
     {"why": "a column-by-column loop that silently accepts an odd d",
      "replace": {"positional_encoding": PE_NO_ODD_CHECK},
-     "says": "Check d % 2 first",
+     "says": "An odd d has to be refused",
      "loses": ["test_positional_encoding_odd_d"]},
     {"why": "puts all sines first and all cosines after (not interleaved)",
      "replace": {"positional_encoding": PE_HALVES},
