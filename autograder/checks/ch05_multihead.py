@@ -44,7 +44,8 @@ def _padding(lengths, n):
 
 # ================================================================= sdpa_torch
 
-_SDPA_HINT = "Swap only the last two axes of K, so that any leading batch dimensions work, and keep the inputs' dtype."
+_SDPA_HINT = ("Leading batch axes pass through unchanged (each Q matrix meets the K and V of its own batch entry), "
+              "and the inputs' dtype is kept.")
 
 
 def test_sdpa_torch():
@@ -60,7 +61,7 @@ def test_sdpa_torch():
         for name, g, w in (("out", got[0], want_out), ("weights", got[1], want_w)):
             expect_type("sdpa_torch", g, "tensor", case, "Return torch tensors, not NumPy arrays.")
             expect_equal("sdpa_torch", str(g.dtype).replace("torch.", ""), "float64", case,
-                         "Keep the inputs' dtype: torch.float64 in, torch.float64 out (no .float()).",
+                         "Keep the inputs' dtype: torch.float64 in, torch.float64 out. Don't cast: every step stays in the inputs' dtype.",
                          what=f"{name} dtype")
             expect_close("sdpa_torch", g, w, atol=ATOL64, rtol=RTOL64, case=case, hint=_SDPA_HINT, what=name)
 
@@ -213,8 +214,8 @@ def _module_case(cfg, seed, x_q, x_kv=None, mask=None, g_out=None, own_weights=F
     return got, _reference(cfg, state, x_q, x_kv, mask, g_out), case
 
 
-_HEAD_HINT = ("Split d_model into heads as (batch, n, heads, d_head) -> (batch, heads, n, d_head), "
-              "merge back with the inverse permute, and apply W_o last.")
+_HEAD_HINT = ("Head h works on columns h*d_head:(h+1)*d_head of q, k and v for every token, its output returns "
+              "to the same columns when the heads merge, and W_o comes last.")
 _AS_TENSORS = "forward must return (out, weights) as tensors."
 
 

@@ -183,8 +183,8 @@ def test_LayerNorm():
         x = tensor(rows * r.uniform(2, 5, size=shape[:-1] + (1,)) + r.normal(size=shape[:-1] + (1,)) * 3, "float32")
         case = f"x of shape {shape}, LayerNorm({shape[-1]})"
         expect_close("LayerNorm", _ln(x, case), F.layer_norm(x.double(), shape[-1:]), atol=1e-5, rtol=1e-4,
-                     case=case, hint="Normalise over the last dimension only (dim=-1, keepdim=True), with the biased "
-                                     "variance (divide by d, not d-1).")
+                     case=case, hint="Each token is normalised on its own, over its d features only (the last axis), "
+                                     "with the variance that divides by d, not d-1.")
 
 
 def test_LayerNorm_params():
@@ -338,7 +338,7 @@ def test_TransformerBlock_residual():
                         substitute=SUB_BLOCK)
         expect(out["error"] is None,
                f"TransformerBlock: raised {out['error']} for {case}, with x requiring grad. Did you add in place "
-               "(x += ...)? Write x = x + ..., so the caller's tensor and autograd's record stay intact.")
+               "(x += ...)? Compute the new stream out of place, so the caller's tensor and autograd's record stay intact.")
         expect(out["unchanged"],
                f"TransformerBlock: the input tensor was modified for {case}. Write x = x + ..., not x += ...")
         expect_close("TransformerBlock", out["y"], x, atol=1e-6, case=case,
@@ -413,7 +413,7 @@ def _expect_blocks_used(case, logits, with_other_blocks):
     change = float((logits.double() - with_other_blocks.double()).abs().max()) if logits.shape == with_other_blocks.shape else 1.0
     expect(change > 1e-6,
            f"GPTLike: the logits did not change when the blocks' weights changed, for {case}. The model must send "
-           "the embeddings through every block in self.blocks (x = block(x, mask)) before ln_f and the unembedding.")
+           "the embeddings through every block in self.blocks, one after the other, before ln_f and the unembedding.")
 
 
 def _expect_reads_context(case, base, changed_first, position_hint):
@@ -438,8 +438,8 @@ def test_GPTLike():
         case, (got,), _, sd = _probe_gpt(seed, V, d, h, d_ff, L, T, [ids])
         ref = lambda **kw: _ref_gpt(ids, _f64(sd), h, L, **kw)  # noqa: E731
         hint = _hint_of(got, [(ref(final_ln=False), "Apply the final LayerNorm ln_f before the unembedding."),
-                              (ref(positions=False), "Add the position embeddings pos_emb(arange(n)) to the token "
-                                                     "embeddings.")],
+                              (ref(positions=False), "Add a position embedding to each token embedding: row t of "
+                                                     "the position table for the token at position t.")],
                         "Follow the three steps in order: token plus position embeddings, every block with the "
                         "causal mask, then the final LayerNorm and the unembedding.")
         expect_close("GPTLike", got, ref(), atol=1e-4, rtol=1e-4, case=case, what="logits", hint=hint)

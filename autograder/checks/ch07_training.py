@@ -386,7 +386,7 @@ def test_sample_next_top_k():
             outside = ~torch.isin(ids[r::2], allowed)
             expect(not bool(outside.any()),
                    f"sample_next: {int(outside.sum())} draws fell outside the top {k} logits of their row for {case}. "
-                   "Set every logit below the row's k-th largest to −inf before the softmax (per row).")
+                   "A token outside its row's k largest logits must get probability exactly 0 (the cut is per row).")
             probs = torch.softmax(rows[r].double().masked_fill(~torch.isin(torch.arange(v), allowed), -np.inf), -1)
             _expect_frequencies(ids[r::2], probs, f"{case}, row {r}",
                                 "Inside the top k, draw in proportion to softmax(logits / temperature).")

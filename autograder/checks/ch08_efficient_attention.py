@@ -227,8 +227,8 @@ def test_grouped_query_attention():
                              (63, (2, 4, 4, 6, 6, 3), None), (64, (3, 6, 1, 3, 5, 2), None),
                              (65, (1, 12, 4, 2, 9, 5), None)]),
                  functools.partial(sdpa, enable_gqa=True), atol=1e-10, rtol=1e-8, forbid=FORBID_ATTENTION,
-                 hint="Query head i uses K/V head i // (heads_q // heads_kv): consecutive query heads share, "
-                      "as repeat_interleave does (not repeat).")
+                 hint="Query head i uses K/V head i // (heads_q // heads_kv): consecutive query heads share one K/V "
+                      "head, rather than cycling through the K/V heads.")
 
 
 def test_grouped_query_attention_mask():
@@ -236,7 +236,7 @@ def test_grouped_query_attention_mask():
                  _gqa_cases([(71, (2, 4, 4, 6, 6, 3), "causal"), (72, (1, 6, 1, 5, 5, 4), "causal"),
                              (73, (2, 3, 3, 7, 7, 2), "random")]),
                  functools.partial(sdpa, enable_gqa=True), atol=1e-10, rtol=1e-8, forbid=FORBID_ATTENTION,
-                 hint="Set the scores where mask is False to -inf before the softmax.")
+                 hint="A key the mask forbids (False) must get weight exactly 0.")
 
 
 # ---------------------------------------------------------------- RoPE
@@ -322,8 +322,8 @@ def test_online_softmax_attention():
 
 def test_online_softmax_attention_blocks():
     _expect_online([(111, (7, 13, 4, 3), (), block, 1.0) for block in [2, 3, 4, 5, 6, 8, 12, 14, 100]],
-                   "The last block may be shorter than block_size: loop over start = 0, B, 2B, ... < n_k and "
-                   "slice k[start:start + B].", note=" (n_k=13 is not a multiple of the block)")
+                   "The last block may be shorter than block_size: every key must land in exactly one block, "
+                   "the last ones included.", note=" (n_k=13 is not a multiple of the block)")
 
 
 def test_online_softmax_attention_stability():

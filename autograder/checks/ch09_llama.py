@@ -142,8 +142,8 @@ def test_RMSNorm():
                                (14, (6, 24), "float64"), (15, (2, 3, 12), "float64")]:
         case = f"x of shape {shape} ({dtype}, mean 0.5), random weight, eps=1e-6"
         _rms_norm_case(seed, shape, dtype, 1e-6, 1.0, 0.5, case,
-                       "Divide x by sqrt(mean(x²) over the last dimension + eps), then multiply by the weight; "
-                       "no mean is subtracted and there is no bias.")
+                       "Each row is divided by its root mean square over the last dimension (eps inside the square root) "
+                       "and scaled by the learned gain; no mean is subtracted and there is no bias.")
 
 
 def test_RMSNorm_eps():
@@ -169,8 +169,8 @@ def test_SwiGLU():
         with torch.no_grad():
             want = reference(x)
         expect_close("SwiGLU", out, want, case=case, **_tolerance(out),
-                     hint="W_down(silu(x W_gate) * (x W_up)): SiLU (x·sigmoid(x)) on the gate branch only, "
-                          "an elementwise product, no biases.")
+                     hint="SiLU (x·sigmoid(x)) on the gate branch only, the two branches multiplied elementwise, "
+                          "W_down last; no biases.")
 
 
 # ---------------------------------------------------------------- 3. grouped-query attention
@@ -201,13 +201,13 @@ def test_GroupedQueryAttention():
                                               (43, (2, 7, 4, 1, 6), "float64"), (44, (3, 4, 3, 3, 8), "float64"),
                                               (45, (1, 9, 6, 1, 4), "float32")]:
         _attention_case(seed, b, n, h, kv, d_head, dtype, None, 10000.0,
-                        "Project, split into heads (batch, heads, n, d_head) with a transpose, rotate q and k (not v) "
-                        "with apply_rope, attend causally with scores / sqrt(d_head), merge the heads, then W_o.")
+                        "Each head takes its d_head columns from every token; q and k are rotated (not v), attention is "
+                        "causal with scores / sqrt(d_head), and W_o comes after the heads merge.")
     for seed, (b, n, h, kv, d_head), dtype in [(51, (2, 5, 4, 2, 4), "float64"), (52, (1, 6, 6, 3, 4), "float64"),
                                               (53, (2, 4, 6, 2, 8), "float32"), (54, (1, 3, 8, 4, 2), "float64")]:
         _attention_case(seed, b, n, h, kv, d_head, dtype, None, 10000.0,
                         f"With {h} query heads and {kv} K/V heads, query heads 0..{h // kv - 1} share K/V head 0: "
-                        "repeat_interleave the K/V heads along the head axis (repeat pairs them 0, 1, 0, 1, ...).")
+                        "consecutive query heads share one K/V head (a repeat that cycles pairs them 0, 1, 0, 1, ...).")
 
 
 def test_GroupedQueryAttention_positions():
@@ -242,8 +242,8 @@ def test_LlamaBlock():
         out = _run("LlamaBlock", layer, (d_model, h, kv, d_ff), (x,), dtype, case, kwargs={"eps": eps}, heads=(h, kv),
                    uses=("apply_rope", "RMSNorm", "SwiGLU", "GroupedQueryAttention"))
         expect_close("LlamaBlock", out, want, case=case, atol=1e-5, rtol=1e-5,
-                     hint="Pre-norm with two residual additions: x + attn(attn_norm(x)), then that + "
-                          "ffn(ffn_norm(that)); two separate RMSNorms, and eps passed on to both.")
+                     hint="Pre-norm with two residual additions: each sub-layer reads its own RMSNorm's copy of the "
+                          "stream and adds its output back; two separate RMSNorms, and eps passed on to both.")
 
 
 # ---------------------------------------------------------------- 5. the model and its weights

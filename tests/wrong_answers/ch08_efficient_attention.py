@@ -274,7 +274,7 @@ WRONG_ANSWERS = [
             "        scores = scores.masked_fill(~mask, float('-inf'))\n"
             "    return torch.softmax(scores, dim=-1) @ v\n"
         )},
-        "says": "Use repeat_interleave, not repeat",
+        "says": "Consecutive query heads share a K/V head",
         "loses": ["test_grouped_query_attention"],
     },
     {
@@ -286,7 +286,7 @@ WRONG_ANSWERS = [
             "    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])\n"
             "    return torch.softmax(scores, dim=-1) @ v\n"
         )},
-        "says": "Set masked scores to -inf",
+        "says": "A key the mask forbids must get weight exactly 0",
         "loses": ["test_grouped_query_attention_mask"],
     },
     {
