@@ -75,7 +75,8 @@ def test_ch07_functional_optimizer_is_torch_optims(sgd):
     ours, theirs = dict(inputs), dict(inputs)
     exec(checks.MODEL, ours)
     exec(checks.BUILD, theirs)
-    optimizers = (checks.FunctionalOptimizer(ours["model"].parameters(), inputs["initial_lr"], sgd), theirs["optimizer"])
+    optimizers = (checks._FunctionalOptimizer(ours["model"].parameters(), inputs["initial_lr"], sgd),
+                  theirs["optimizer"])
     for x, y, lr in zip(inputs["xs"], inputs["ys"], inputs["lrs"]):
         for built, optimizer in zip((ours, theirs), optimizers):
             optimizer.param_groups[0]["lr"] = lr

@@ -224,7 +224,7 @@ def _step_case(seed, lrs, sgd, max_norm, vocab=7, d=4, batch=3, n=6):
     return dict(weights=weights, xs=xs, ys=ys, lrs=list(lrs), sgd=sgd, initial_lr=0.25, max_norm=max_norm), case
 
 
-class FunctionalOptimizer:
+class _FunctionalOptimizer:
     """torch.optim's SGD or AdamW with their default settings (as BUILD makes them), stepped through torch's functional
     updates: the same arithmetic without constructing a torch.optim class, which imports torch._dynamo (0.6 CPU-s,
     a sixth of the learner's whole check). gpt's optimizer_step drives it as it drives a torch optimizer; pinned to
@@ -259,7 +259,7 @@ def _reference_step(inputs, leave_out=""):
     built = dict(inputs)
     exec(MODEL, built)      # the same model as the learner's side, from the same source
     model = built["model"]
-    optimizer = FunctionalOptimizer(model.parameters(), inputs["initial_lr"], inputs["sgd"])
+    optimizer = _FunctionalOptimizer(model.parameters(), inputs["initial_lr"], inputs["sgd"])
     losses = []
     for x, y, lr in zip(inputs["xs"], inputs["ys"], inputs["lrs"]):
         for group in optimizer.param_groups:
