@@ -40,7 +40,9 @@ $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
-	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (course)" >/dev/null
+	@# ipykernel stages the kernel spec in a temp folder it never removes: give it one that is removed here
+	tmp=$$(mktemp -d) && TMPDIR=$$tmp $(BIN)/python -m ipykernel install --sys-prefix --name python3 \
+	  --display-name "Python 3 (course)" >/dev/null; status=$$?; rm -rf "$$tmp"; exit $$status
 	touch $@
 
 lab: venv
