@@ -30,9 +30,14 @@ import zlib
 from pathlib import Path
 
 from . import hints, kernel_shim, static, tripwires
+from .kernel import MAX_ANSWER_BYTES
 from .messages import CheckFailed
 
 SHIM_SOURCE = Path(kernel_shim.__file__).read_text()
+# A request this large travels zlib-compressed when that pays: a cell's code crosses ZMQ twice (the kernel echoes it)
+# and IPython parses and transforms it line by line. Inputs such as 20000 copies of a row of logits shrink a
+# hundredfold; random floats don't: a sample decides.
+COMPRESS_ABOVE, COMPRESS_SAMPLE = 64 * 2**10, 64 * 2**10
 
 
 @functools.lru_cache(maxsize=None)
@@ -43,11 +48,6 @@ def _shim_code() -> str:
     program = SHIM_SOURCE + "\nmain(_ag_request, _ag_nonce, _ag_user_ns)\n"
     code = marshal.dumps(compile(program, "<autograder shim>", "exec"))
     return base64.b64encode(zlib.compress(code, 9)).decode("ascii")
-MAX_ANSWER_BYTES = 64 * 2**20
-# A request this large travels zlib-compressed when that pays: a cell's code crosses ZMQ twice (the kernel echoes it),
-# is parsed twice (the cell, then the program in it), and ipykernel hashes it in pure Python (about a second per MB).
-# Inputs such as 20000 copies of a row of logits shrink a hundredfold; random floats don't: a sample decides.
-COMPRESS_ABOVE, COMPRESS_SAMPLE = 64 * 2**10, 64 * 2**10
 
 
 class Env:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import secrets
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -267,22 +266,24 @@ class SandboxedExecute(Execute):
 
     # --- which exercise a failure belongs to --------------------------------------------------------------------
     def _exercise_ids(self) -> list[str]:
-        return [c.metadata["nbgrader"]["grade_id"] for c in self.nb.cells
-                if c.cell_type == "code" and c.metadata.get("nbgrader", {}).get("solution")
-                and c.metadata["nbgrader"].get("grade_id")]
+        return list(self._solution_sources())
 
     def _solution_sources(self) -> dict[str, str]:
+        """grade_id -> source of the exercises' cells, in notebook order."""
         return {c.metadata["nbgrader"]["grade_id"]: c.source for c in self.nb.cells
                 if c.cell_type == "code" and c.metadata.get("nbgrader", {}).get("solution")
                 and c.metadata["nbgrader"].get("grade_id")}
 
     def _warm_ups(self) -> set[str]:
-        """Exercises with no test cell of their own (ungraded warm-ups)."""
+        """Exercises with no test cell of their own (ungraded warm-ups), by the source notebook's test cells."""
         ids = self._exercise_ids()
-        tested = {exercise_of(c.metadata["nbgrader"]["grade_id"], ids) for c in self.nb.cells
-                  if c.cell_type == "code" and c.metadata.get("nbgrader", {}).get("grade")
-                  and not c.metadata["nbgrader"].get("solution")}
-        return set(ids) - tested
+        return set(ids) - {exercise_of(grade_id, ids) for grade_id in self.trusted_tests}
+
+    def _static_scan(self) -> static.Notebook:
+        """The learner's notebook as the static scan reads it, made once per notebook."""
+        if getattr(self, "_scan", None) is None:
+            self._scan = static.Notebook.from_cells(learner_cells(self.nb, self.provided))
+        return self._scan
 
     def _failed_exercises(self) -> set[str]:
         """Exercises that have lost a test cell so far in this notebook."""
@@ -340,19 +341,15 @@ class SandboxedExecute(Execute):
         failed = (self._failed_exercises() | (used & self._warm_ups())) - {exercise}
         if not failed or not exercise:
             return []
-        if getattr(self, "_scan", None) is None:
-            self._scan = static.Notebook.from_cells(learner_cells(self.nb, self.provided))
-        used |= self._scan.exercises_used(exercise, extra_source=visible)
+        used |= self._static_scan().exercises_used(exercise, extra_source=visible)
         return sorted(used & failed, key=self._exercise_ids().index)
 
     def _judge(self, grade_id: str, hidden: str) -> str | None:
         """Run a hidden section here, against the learner's kernel; return the failure line or None."""
         if not hidden.strip():
             return None
-        if getattr(self, "_scan", None) is None:
-            self._scan = static.Notebook.from_cells(learner_cells(self.nb, self.provided))
         record = self._read_record if self.kernel_preamble else None
-        kernel = KernelEnv(self._send, time_limit=self.timeout, notebook=self._scan, record=record)
+        kernel = KernelEnv(self._send, time_limit=self.timeout, notebook=self._static_scan(), record=record)
         try:
             with use_env(kernel):
                 exec(compile(hidden, f"<hidden tests of {grade_id}>", "exec"), {"__name__": "hidden_tests"})

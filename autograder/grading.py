@@ -371,11 +371,11 @@ def grading_config(root: Path, chapter: Chapter, student: str, *, time_limit: in
     # Nothing is wanted from the kernel after its last cell: killing it (its whole process group) saves the second
     # or more a graceful shutdown waits for ipykernel to wind down.
     config.SandboxedExecute.shutdown_kernel = "immediate"
-    kernel = settings_for(chapter, memory=memory, sandboxed=sandbox)  # what kernel.prestart is given too
-    config.SandboxedExecute.memory_limit = kernel.memory
-    config.SandboxedExecute.sandbox = kernel.sandboxed
-    config.SandboxedExecute.data = kernel.data
-    config.SandboxedExecute.kernel_preamble = kernel.preamble
+    settings = settings_for(chapter, memory=memory, sandboxed=sandbox)  # what kernel.prestart is given too
+    config.SandboxedExecute.memory_limit = settings.memory
+    config.SandboxedExecute.sandbox = settings.sandboxed
+    config.SandboxedExecute.data = settings.data
+    config.SandboxedExecute.kernel_preamble = settings.preamble
     config.SandboxedExecute.scratch_root = str(scratch_root or "")
     config.SandboxedExecute.trusted_tests = trusted_tests(chapter)
     config.SandboxedExecute.report_file = str(root / "sandbox-report.json")
@@ -393,18 +393,7 @@ def grade_one(chapter: Chapter, notebook: Path, *, template: Path | None = None,
 
     `data`: the notebook's bytes, already read by the caller (then `notebook` only names it);
     `on_cell(index, number of cells, cell)` is called before each cell runs; `kernel`: a kernel.Prestarted for this
-    grading, adopted by the executor (stopped here if it never was)."""
-    try:
-        return _grade_one(chapter, notebook, template=template, workdir=workdir, student=student,
-                          time_limit=time_limit, memory=memory, sandbox=sandbox, feedback=feedback, data=data,
-                          scratch_root=scratch_root, on_cell=on_cell, kernel=kernel)
-    finally:
-        if kernel is not None:
-            kernel.discard()  # a kernel never adopted (a notebook that can't be read): stopped
-
-
-def _grade_one(chapter, notebook, *, template, workdir, student, time_limit, memory, sandbox, feedback, data,
-               scratch_root, on_cell, kernel):
+    grading, adopted by the executor (its caller discards it if it never was)."""
     result = Result(notebook=str(notebook), chapter=chapter.name, max_score=max_score(chapter))
     nb = read_submission(notebook, chapter, data)  # SubmissionError goes to the caller
     workdir = Path(workdir or tempfile.mkdtemp(prefix="grading-"))

@@ -31,6 +31,8 @@ KERNEL_SOCKET_ROOM = len("/k-12345678/conn/kernel-65535")  # a kernel's work fol
 
 @dataclass(frozen=True)
 class KernelSettings:
+    """All a kernel is started with; two kernels with equal settings are interchangeable."""
+
     memory: int
     data: dict = field(hash=False)
     preamble: str
@@ -41,8 +43,8 @@ class KernelSettings:
 
 def settings_for(chapter: Chapter, *, memory: int, sandboxed: bool) -> KernelSettings:
     """The kernel a notebook of `chapter` is graded in (grading.grading_config gives SandboxedExecute the same)."""
-    return KernelSettings(memory=memory, data=dict(chapter.data), preamble=tripwires.preamble(forbidden_patterns(chapter)),
-                          sandboxed=sandboxed)
+    return KernelSettings(memory=memory, data=dict(chapter.data),
+                          preamble=tripwires.preamble(forbidden_patterns(chapter)), sandboxed=sandboxed)
 
 
 @functools.lru_cache(maxsize=None)
@@ -129,8 +131,7 @@ def manager(workdir: Path, settings: KernelSettings, config=None) -> SandboxKern
     """A kernel manager (its kernel not started) for a kernel with `settings`, working in `workdir`."""
     conn = workdir / "conn"
     conn.mkdir(mode=0o700)
-    km = SandboxKernelManager(config=config, transport="ipc") if config is not None \
-        else SandboxKernelManager(transport="ipc")
+    km = SandboxKernelManager(config=config, transport="ipc")
     km.ip = str(conn / "kernel")
     km.connection_file = str(conn / "connection.json")
     km.workdir = str(workdir)
@@ -141,7 +142,6 @@ def manager(workdir: Path, settings: KernelSettings, config=None) -> SandboxKern
     km.output_cap = 2 * settings.max_output_bytes
     km.max_message_bytes = 2 * settings.max_answer_bytes + settings.max_output_bytes
     km.settings = settings
-    Path(tripwires.log_path(km.connection_file)).unlink(missing_ok=True)
     return km
 
 

@@ -376,6 +376,7 @@ class Notebook:
                 todo += [n for n in names_in(index, node) if n not in seen]
         return used - {exercise}
 
+
 def _function_locals(tree) -> set[str]:
     """Names bound inside the bodies of the functions in a tree (arguments, assignments, loop variables)."""
     names = set()

@@ -6,12 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from jupyter_core.utils import run_sync
 
-from autograder import kernel, sandbox
+from autograder import __main__ as cli, kernel, sandbox
 from autograder.course import chapter
-from autograder.grading import SubmissionError, grade_one
+from autograder.grading import grade_one
 
 pytestmark = [pytest.mark.timeout(180),
               pytest.mark.skipif(sandbox.available() is not None, reason=f"no sandbox here: {sandbox.available()}")]
@@ -49,8 +48,8 @@ def test_check_adopts_the_prestarted_kernel(tmp_path, monkeypatch):
 def test_the_prestarted_kernel_knows_it_is_graded():
     """Notebooks read NBGRADER_EXECUTION (chapter 7 skips its training while graded), which nbgrader sets around the
     kernels it starts: a kernel started ahead of nbgrader gets it too."""
-    started = kernel.prestart(kernel.settings_for(CH, memory=MEMORY, sandboxed=True))
-    km = started.take(started._km.settings)
+    settings = kernel.settings_for(CH, memory=MEMORY, sandboxed=True)
+    km = kernel.prestart(settings).take(settings)
     client = km.client()
     client.start_channels()
     try:
@@ -72,11 +71,11 @@ def test_a_kernel_with_other_settings_is_stopped_not_used(tmp_path, monkeypatch)
     assert len(made) == 2 and all(gone(w) for w in made)
 
 
-def test_a_notebook_that_cannot_be_graded_leaves_no_kernel(tmp_path, monkeypatch):
+def test_a_notebook_that_cannot_be_graded_leaves_no_kernel(tmp_path, monkeypatch, capsys):
+    """`check` prestarts the kernel before it reads the notebook; a file that is no notebook still leaves none."""
     made = kernels_made(monkeypatch)
     bad = tmp_path / f"{CH.name}.ipynb"
     bad.write_text("not a notebook")
-    started = kernel.prestart(kernel.settings_for(CH, memory=MEMORY, sandboxed=True))
-    with pytest.raises(SubmissionError):
-        grade_one(CH, bad, workdir=tmp_path / "work", memory=MEMORY, kernel=started)
+    assert cli.main(["check", str(bad)]) == 2
+    assert "error:" in capsys.readouterr().err
     assert len(made) == 1 and gone(made[0])
