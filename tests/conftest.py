@@ -130,6 +130,10 @@ def pack(wrong: list[dict]) -> list[list[int]]:
         for group in groups:
             cells = {c for j in group for c in wrong[j]["replace"]}
             lost = {t for j in group for t in wrong[j]["loses"]}
+            # an answer that must lose nothing (a warm-up's) goes where nothing is expected to be lost: beside
+            # another's expected losses, a cell it wrongly cost would go unseen
+            if bool(answer["loses"]) != bool(lost):
+                continue
             if not cells & set(answer["replace"]) and not lost & set(answer["loses"]):
                 group.append(i)
                 break
